@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` runs the loop, `make test` passes the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.rrr-installed
+
+.PHONY: install demo test bench stop lint clean
+
+# torch first and pinned: pip then takes the local CPU wheel instead of several GB of CUDA.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m orchestration.demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+# Stops the embedded PostgreSQL and Redis servers under RRR_HOME (default ./.rrr).
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m feature_store.services stop; else echo "nothing to stop (no $(VENV))"; fi
+
+clean: stop
+	rm -rf .rrr

@@ -1,0 +1,24 @@
+"""Data layer: records, sources, embedded services, schema and stores.
+
+Importing the package is cheap; the heavy parts (pandas, asyncpg) load with their modules.
+"""
+
+from __future__ import annotations
+
+from feature_store.errors import (
+    ConfigError,
+    DataValidationError,
+    FeatureStoreError,
+    MigrationError,
+    ServiceError,
+    StorageError,
+)
+
+__all__ = [
+    "ConfigError",
+    "DataValidationError",
+    "FeatureStoreError",
+    "MigrationError",
+    "ServiceError",
+    "StorageError",
+]

@@ -1,0 +1,1 @@
+"""Ordered SQL migration files, applied by :mod:`feature_store.schema`."""
