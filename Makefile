@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(PY) -m orchestration.demo
 
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 bench: $(STAMP)

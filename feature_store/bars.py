@@ -173,14 +173,21 @@ class BarAggregator:
     def flush(self, now_ns: int | None = None) -> list[Bar]:
         """Close and return open bars whose interval ended at or before ``now_ns`` (all if None)."""
         done = [
-            symbol
-            for symbol, bar in self._open.items()
-            if now_ns is None or bar.start_ns + self._interval_ns <= now_ns
+            symbol for symbol, bar in self._open.items() if now_ns is None or bar.start_ns + self._interval_ns <= now_ns
         ]
         return [self._bar(symbol, self._open.pop(symbol)) for symbol in done]
 
     def _bar(self, symbol: str, b: _OpenBar) -> Bar:
         return Bar(
-            symbol, b.start_ns, self.interval_s, b.open, b.high, b.low, b.close,
-            b.volume, b.buy_volume, b.notional / b.volume, b.trades,
+            symbol,
+            b.start_ns,
+            self.interval_s,
+            b.open,
+            b.high,
+            b.low,
+            b.close,
+            b.volume,
+            b.buy_volume,
+            b.notional / b.volume,
+            b.trades,
         )

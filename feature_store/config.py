@@ -40,16 +40,10 @@ class FeatureStoreSettings:
         home = Path(env.get("RRR_HOME", ".rrr")).expanduser().resolve()
         database_url = env.get("DATABASE_URL") or None
         redis_url = env.get("REDIS_URL") or None
-        if database_url is not None and not database_url.startswith(
-            ("postgresql://", "postgres://")
-        ):
-            raise ConfigError(
-                f"DATABASE_URL must start with postgresql:// or postgres://, got {database_url!r}"
-            )
+        if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"DATABASE_URL must start with postgresql:// or postgres://, got {database_url!r}")
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(
-                f"REDIS_URL must start with redis://, rediss:// or unix://, got {redis_url!r}"
-            )
+            raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {redis_url!r}")
         database = env.get("RRR_DATABASE", "rrr")
         if not database.replace("_", "").isalnum():
             raise ConfigError(f"RRR_DATABASE must be letters, digits and _, got {database!r}")

@@ -10,9 +10,7 @@ from feature_store.schema import migrate
 __all__ = ["ensure_partitions", "open_pool"]
 
 
-async def open_pool(
-    url: str, *, min_size: int = 1, max_size: int = 4, run_migrations: bool = True
-) -> asyncpg.Pool:
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, run_migrations: bool = True) -> asyncpg.Pool:
     """Open an asyncpg pool on ``url``, applying pending migrations first.
 
     Raises:
@@ -38,7 +36,5 @@ async def ensure_partitions(conn: asyncpg.Connection, table: str, from_ns: int, 
     Runs in its own short transaction so that concurrent writers are not held up.
     """
     async with conn.transaction():
-        created = await conn.fetchval(
-            "SELECT rrr_ensure_daily_partitions($1::regclass, $2, $3)", table, from_ns, to_ns
-        )
+        created = await conn.fetchval("SELECT rrr_ensure_daily_partitions($1::regclass, $2, $3)", table, from_ns, to_ns)
     return int(created)

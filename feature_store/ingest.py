@@ -56,8 +56,13 @@ async def store_synthetic_market(
 
 
 async def import_file(
-    store: MarketDataStore, path: str | Path, kind: Literal["trades", "bars"], *,
-    symbol: str | None = None, interval_s: int | None = None, replace: bool = False,
+    store: MarketDataStore,
+    path: str | Path,
+    kind: Literal["trades", "bars"],
+    *,
+    symbol: str | None = None,
+    interval_s: int | None = None,
+    replace: bool = False,
 ) -> int:
     """Validate a CSV/Parquet file and store it atomically; return the rows stored.
 
@@ -67,14 +72,10 @@ async def import_file(
     """
     if kind == "trades":
         return await store.write_trades(read_trades_file(path, symbol=symbol), replace=replace)
-    return await store.write_bars(
-        read_bars_file(path, symbol=symbol, interval_s=interval_s), replace=replace
-    )
+    return await store.write_bars(read_bars_file(path, symbol=symbol, interval_s=interval_s), replace=replace)
 
 
-async def import_recording(
-    store: MarketDataStore, path: str | Path, *, interval_s: int = 60
-) -> IngestSummary:
+async def import_recording(store: MarketDataStore, path: str | Path, *, interval_s: int = 60) -> IngestSummary:
     """Store the trades of an exchange recording and the bars built from them."""
     summary = IngestSummary()
     report = read_recording_trades(path)

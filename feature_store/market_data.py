@@ -44,9 +44,7 @@ class _Table:
 
 
 def _types(columns: Sequence[str], ints: set[str], text: set[str]) -> dict[str, pa.DataType]:
-    return {
-        c: pa.int64() if c in ints else pa.string() if c in text else pa.float64() for c in columns
-    }
+    return {c: pa.int64() if c in ints else pa.string() if c in text else pa.float64() for c in columns}
 
 
 _TRADES = _Table(
@@ -64,8 +62,7 @@ _BARS = _Table(
     BAR_COLUMNS,
     "start_ns",
     _types(BAR_COLUMNS, {"start_ns", "interval_s", "trades"}, {"symbol"}),
-    "DELETE FROM bars WHERE start_ns BETWEEN $1 AND $2 AND symbol = ANY($3::text[]) "
-    "AND interval_s = ANY($4::int[])",
+    "DELETE FROM bars WHERE start_ns BETWEEN $1 AND $2 AND symbol = ANY($3::text[]) AND interval_s = ANY($4::int[])",
     "SELECT symbol, start_ns, interval_s, open, high, low, close, volume, buy_volume, vwap, trades "
     "FROM bars WHERE start_ns >= $1 AND start_ns < $2 AND interval_s = $4 "
     "AND ($3::text[] IS NULL OR symbol = ANY($3::text[])) ORDER BY symbol, start_ns",
@@ -104,8 +101,14 @@ class MarketDataStore:
         frame = _columns(trades, _TRADES.columns, "trades")
         records = _records(frame, _TRADES.columns)
         delete_args = (sorted(frame["symbol"].unique().tolist()),)
-        return await self._copy(_TRADES.name, _TRADES.columns, frame[_TRADES.time], records,
-                                _TRADES.delete_sql if replace else None, delete_args)
+        return await self._copy(
+            _TRADES.name,
+            _TRADES.columns,
+            frame[_TRADES.time],
+            records,
+            _TRADES.delete_sql if replace else None,
+            delete_args,
+        )
 
     async def write_bars(self, bars: pd.DataFrame, *, replace: bool = False) -> int:
         """Store bars (columns ``BAR_COLUMNS``); return the number of rows written.
@@ -119,8 +122,9 @@ class MarketDataStore:
             sorted(frame["symbol"].unique().tolist()),
             sorted(int(i) for i in frame["interval_s"].unique()),
         )
-        return await self._copy(_BARS.name, _BARS.columns, frame[_BARS.time], records,
-                                _BARS.delete_sql if replace else None, delete_args)
+        return await self._copy(
+            _BARS.name, _BARS.columns, frame[_BARS.time], records, _BARS.delete_sql if replace else None, delete_args
+        )
 
     async def write_news(self, news: pd.DataFrame, *, replace: bool = False) -> int:
         """Store headlines (``ts_ns, symbols, headline, source`` and optionally ``label``).
@@ -135,16 +139,28 @@ class MarketDataStore:
         symbols = [list(s) for s in frame["symbols"]]
         labels = [None if pd.isna(v) else int(v) for v in frame["label"]]
         records = list(
-            zip(frame["ts_ns"].astype(np.int64).tolist(), symbols, frame["headline"].tolist(),
-                frame["source"].tolist(), labels, strict=True)
+            zip(
+                frame["ts_ns"].astype(np.int64).tolist(),
+                symbols,
+                frame["headline"].tolist(),
+                frame["source"].tolist(),
+                labels,
+                strict=True,
+            )
         )
         every_symbol = sorted({s for row in symbols for s in row})
-        return await self._copy("news", NEWS_COLUMNS_STORED, frame["ts_ns"], records,
-                                _NEWS_DELETE if replace else None, (every_symbol,))
+        return await self._copy(
+            "news", NEWS_COLUMNS_STORED, frame["ts_ns"], records, _NEWS_DELETE if replace else None, (every_symbol,)
+        )
 
     async def _copy(
-        self, table: str, columns: Sequence[str], times: pd.Series, records: list[tuple[Any, ...]],
-        delete_sql: str | None, delete_args: tuple[Any, ...],
+        self,
+        table: str,
+        columns: Sequence[str],
+        times: pd.Series,
+        records: list[tuple[Any, ...]],
+        delete_sql: str | None,
+        delete_args: tuple[Any, ...],
     ) -> int:
         if not records:
             return 0
@@ -157,29 +173,27 @@ class MarketDataStore:
                         await conn.execute(delete_sql, first, last, *delete_args)
                     await conn.copy_records_to_table(table, records=records, columns=list(columns))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise StorageError(
-                f"writing {len(records)} rows to {table} failed and nothing was stored: {exc}"
-            ) from exc
+            raise StorageError(f"writing {len(records)} rows to {table} failed and nothing was stored: {exc}") from exc
         return len(records)
 
     # --- reads ----------------------------------------------------------------------------
 
-    async def read_trades(
-        self, start_ns: int, end_ns: int, symbols: Sequence[str] | None = None
-    ) -> pd.DataFrame:
+    async def read_trades(self, start_ns: int, end_ns: int, symbols: Sequence[str] | None = None) -> pd.DataFrame:
         """Trades with ``start_ns <= ts_ns < end_ns`` (all symbols when ``symbols`` is None)."""
         return await self._read_csv(_TRADES, start_ns, end_ns, _symbols(symbols))
 
     async def read_bars(
-        self, start_ns: int, end_ns: int, symbols: Sequence[str] | None = None, *,
+        self,
+        start_ns: int,
+        end_ns: int,
+        symbols: Sequence[str] | None = None,
+        *,
         interval_s: int = 60,
     ) -> pd.DataFrame:
         """Bars of ``interval_s`` starting in ``[start_ns, end_ns)``, sorted by symbol and time."""
         return await self._read_csv(_BARS, start_ns, end_ns, _symbols(symbols), interval_s)
 
-    async def read_news(
-        self, start_ns: int, end_ns: int, symbols: Sequence[str] | None = None
-    ) -> pd.DataFrame:
+    async def read_news(self, start_ns: int, end_ns: int, symbols: Sequence[str] | None = None) -> pd.DataFrame:
         """Headlines published in ``[start_ns, end_ns)`` that mention any of ``symbols``."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(_NEWS_READ, start_ns, end_ns, _symbols(symbols))

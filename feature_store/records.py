@@ -149,7 +149,6 @@ def bars_from_frame(frame: pd.DataFrame) -> list[Bar]:
     """Records from a bars DataFrame (the inverse of :func:`bars_frame`)."""
     cols = [frame[c].tolist() for c in BAR_COLUMNS]
     return [
-        Bar(s, int(t), int(i), float(o), float(h), float(lo), float(c), float(v), float(bv),
-            float(vw), int(n))
+        Bar(s, int(t), int(i), float(o), float(h), float(lo), float(c), float(v), float(bv), float(vw), int(n))
         for s, t, i, o, h, lo, c, v, bv, vw, n in zip(*cols, strict=True)
     ]

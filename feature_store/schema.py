@@ -125,8 +125,7 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                     )
             except Exception as exc:  # asyncpg raises many types; all mean the same here
                 raise MigrationError(
-                    f"migration {migration.version:04d}_{migration.name}.sql failed and was "
-                    f"rolled back: {exc}"
+                    f"migration {migration.version:04d}_{migration.name}.sql failed and was rolled back: {exc}"
                 ) from exc
             applied.append(migration.version)
         return applied

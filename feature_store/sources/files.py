@@ -29,6 +29,7 @@ same trade twice (same symbol and trade id).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,18 @@ from feature_store.records import BAR_COLUMNS, NS_PER_S, TRADE_COLUMNS
 __all__ = ["read_bars_file", "read_trades_file"]
 
 _BINANCE_KLINE = [
-    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-    "trades", "taker_buy_base", "taker_buy_quote", "ignore",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "trades",
+    "taker_buy_base",
+    "taker_buy_quote",
+    "ignore",
 ]
 _BINANCE_TRADE = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match"]
 _BINANCE_NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<interval>\d+[smhdw])-")
@@ -88,9 +99,7 @@ class _Table:
         return self.first_line + index
 
 
-def read_trades_file(
-    path: str | Path, *, symbol: str | None = None, venue: str = "file"
-) -> pd.DataFrame:
+def read_trades_file(path: str | Path, *, symbol: str | None = None, venue: str = "file") -> pd.DataFrame:
     """Read and validate a trades file; return a table with the columns ``TRADE_COLUMNS``.
 
     Args:
@@ -135,9 +144,7 @@ def read_trades_file(
     return out[list(TRADE_COLUMNS)].reset_index(drop=True)
 
 
-def read_bars_file(
-    path: str | Path, *, symbol: str | None = None, interval_s: int | None = None
-) -> pd.DataFrame:
+def read_bars_file(path: str | Path, *, symbol: str | None = None, interval_s: int | None = None) -> pd.DataFrame:
     """Read and validate an OHLCV file; return a table with the columns ``BAR_COLUMNS``.
 
     Missing optional columns get: ``buy_volume`` NaN is not allowed, so it defaults to half
@@ -230,9 +237,7 @@ def _rename(frame: pd.DataFrame, aliases: dict[str, tuple[str, ...]], source: st
     for target, names in aliases.items():
         found = [lower[n] for n in names if n in lower]
         if len(found) > 1:
-            raise DataValidationError(
-                source, None, f"columns {found} all mean {target!r}; keep one of them"
-            )
+            raise DataValidationError(source, None, f"columns {found} all mean {target!r}; keep one of them")
         if found:
             mapping[found[0]] = target
     return frame[list(mapping)].rename(columns=mapping)
@@ -257,9 +262,7 @@ def _with_symbol(frame: pd.DataFrame, symbol: str | None, path: Path, source: st
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], source: str) -> None:
     missing = [c for c in columns if c not in frame]
     if missing:
-        raise DataValidationError(
-            source, None, f"missing column(s) {missing}; found {sorted(map(str, frame.columns))}"
-        )
+        raise DataValidationError(source, None, f"missing column(s) {missing}; found {sorted(map(str, frame.columns))}")
 
 
 # --- column parsers ------------------------------------------------------------------------
@@ -326,9 +329,7 @@ def _sides(column: pd.Series, table: _Table) -> pd.Series:
     return mapped.astype("str")
 
 
-def _interval(
-    frame: pd.DataFrame, out: pd.DataFrame, interval_s: int | None, path: Path, table: _Table
-) -> pd.Series:
+def _interval(frame: pd.DataFrame, out: pd.DataFrame, interval_s: int | None, path: Path, table: _Table) -> pd.Series:
     if interval_s is None and "interval_s" in frame:
         values = _numbers(frame["interval_s"], "interval_s", table, positive=True)
         return values.astype(np.int64)
@@ -341,9 +342,7 @@ def _interval(
         steps = out.sort_values(["symbol", "start_ns"]).groupby("symbol")["start_ns"].diff().dropna()
         steps = steps[steps > 0]
         if steps.empty:
-            raise DataValidationError(
-                table.source, None, "cannot infer the bar interval; pass interval_s=..."
-            )
+            raise DataValidationError(table.source, None, "cannot infer the bar interval; pass interval_s=...")
         interval_s = int(steps.min() // NS_PER_S)
     if interval_s <= 0:
         raise DataValidationError(table.source, None, f"interval_s must be > 0, got {interval_s}")
@@ -361,7 +360,7 @@ def _check_symbols(out: pd.DataFrame, table: _Table) -> None:
 
 def _check_ohlc(out: pd.DataFrame, table: _Table) -> None:
     h, lo, o, c = (out[k].to_numpy() for k in ("high", "low", "open", "close"))
-    rules = (
+    rules: tuple[tuple[np.ndarray, Callable[[int], str]], ...] = (
         (h < lo, lambda i: f"high {float(h[i])} is below low {float(lo[i])}"),
         (h < np.maximum(o, c), lambda i: f"high {float(h[i])} is below open/close"),
         (lo > np.minimum(o, c), lambda i: f"low {float(lo[i])} is above open/close"),

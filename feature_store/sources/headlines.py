@@ -12,23 +12,60 @@ __all__ = ["ASSET_NAMES", "SOURCES", "TEMPLATES", "write_headline"]
 
 # (name, ticker) of the synthetic market's instruments; more are numbered when needed.
 ASSET_NAMES: tuple[tuple[str, str], ...] = (
-    ("Arcadia", "ARC"), ("Borealis", "BOR"), ("Cobalt", "CBL"), ("Dynamo", "DYN"),
-    ("Ember", "EMB"), ("Fathom", "FTM"), ("Granite", "GRN"), ("Helix", "HLX"),
-    ("Ionic", "ION"), ("Juniper", "JNP"), ("Kestrel", "KST"), ("Lumen", "LUM"),
-    ("Meridian", "MRD"), ("Nimbus", "NMB"), ("Obsidian", "OBS"), ("Polaris", "PLR"),
-    ("Quasar", "QSR"), ("Radiant", "RAD"), ("Solstice", "SOL"), ("Tundra", "TND"),
-    ("Umbra", "UMB"), ("Vertex", "VTX"), ("Willow", "WLW"), ("Xenon", "XEN"),
+    ("Arcadia", "ARC"),
+    ("Borealis", "BOR"),
+    ("Cobalt", "CBL"),
+    ("Dynamo", "DYN"),
+    ("Ember", "EMB"),
+    ("Fathom", "FTM"),
+    ("Granite", "GRN"),
+    ("Helix", "HLX"),
+    ("Ionic", "ION"),
+    ("Juniper", "JNP"),
+    ("Kestrel", "KST"),
+    ("Lumen", "LUM"),
+    ("Meridian", "MRD"),
+    ("Nimbus", "NMB"),
+    ("Obsidian", "OBS"),
+    ("Polaris", "PLR"),
+    ("Quasar", "QSR"),
+    ("Radiant", "RAD"),
+    ("Solstice", "SOL"),
+    ("Tundra", "TND"),
+    ("Umbra", "UMB"),
+    ("Vertex", "VTX"),
+    ("Willow", "WLW"),
+    ("Xenon", "XEN"),
 )
 
 SOURCES: tuple[str, ...] = ("Wirebeat", "Ledger Daily", "Chainpost", "Market Pulse", "Tickerline")
 
-_PARTNERS = ("a major payments firm", "a top-five exchange", "a global bank", "a cloud provider",
-             "a leading custody firm", "a sovereign fund", "a retail brokerage")
-_NEG_EVENTS = ("a security breach", "a network outage", "a failed upgrade", "a regulatory probe",
-               "an exploit in its bridge", "a lawsuit from investors", "a delisting notice")
-_NEUTRAL_TOPICS = ("its quarterly governance vote", "a routine node software release",
-                   "its annual developer conference", "a scheduled token unlock",
-                   "changes to its board", "an update to its documentation")
+_PARTNERS = (
+    "a major payments firm",
+    "a top-five exchange",
+    "a global bank",
+    "a cloud provider",
+    "a leading custody firm",
+    "a sovereign fund",
+    "a retail brokerage",
+)
+_NEG_EVENTS = (
+    "a security breach",
+    "a network outage",
+    "a failed upgrade",
+    "a regulatory probe",
+    "an exploit in its bridge",
+    "a lawsuit from investors",
+    "a delisting notice",
+)
+_NEUTRAL_TOPICS = (
+    "its quarterly governance vote",
+    "a routine node software release",
+    "its annual developer conference",
+    "a scheduled token unlock",
+    "changes to its board",
+    "an update to its documentation",
+)
 
 # label: -1 negative, 0 neutral, +1 positive. {a}, {b}: "Name (TICKER)" of one or two assets.
 TEMPLATES: dict[int, tuple[str, ...]] = {
@@ -68,9 +105,7 @@ def _multi(template: str) -> bool:
     return "{b}" in template
 
 
-def write_headline(
-    rng: np.random.Generator, label: int, names: list[str], second: str | None
-) -> tuple[str, bool]:
+def write_headline(rng: np.random.Generator, label: int, names: list[str], second: str | None) -> tuple[str, bool]:
     """Write one headline of sentiment ``label`` about ``names[0]`` (and ``second``).
 
     Returns:

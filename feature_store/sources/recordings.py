@@ -63,7 +63,7 @@ def iter_messages(path: str | Path) -> Iterator[RecordedMessage]:
                 received = float(stamp)
             except ValueError:
                 continue
-            yield RecordedMessage(url, int(round(received * NS_PER_S)), payload)
+            yield RecordedMessage(url, round(received * NS_PER_S), payload)
 
 
 def parse_trade(message: Any) -> Trade | None:

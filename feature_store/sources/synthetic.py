@@ -93,7 +93,7 @@ class SyntheticMarketConfig:
     @property
     def bars(self) -> int:
         """Number of bars per symbol."""
-        return int(round(self.days * 86400 / self.interval_s))
+        return round(self.days * 86400 / self.interval_s)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,11 @@ class SyntheticMarket:
 
 
 def cross_sectional_ic(
-    frame: pd.DataFrame, forecast: str, realized: str, *, time: str = "start_ns",
+    frame: pd.DataFrame,
+    forecast: str,
+    realized: str,
+    *,
+    time: str = "start_ns",
     method: str = "spearman",
 ) -> float:
     """Mean over timestamps of the cross-sectional correlation of ``forecast`` and ``realized``.
@@ -162,13 +166,10 @@ def simulate_market(config: SyntheticMarketConfig | None = None) -> SyntheticMar
     cfg = config or SyntheticMarketConfig()
     if cfg.symbols < 1 or cfg.bars < cfg.horizon_bars + 2:
         raise ValueError(
-            f"need at least 1 symbol and {cfg.horizon_bars + 2} bars, "
-            f"got {cfg.symbols} symbols and {cfg.bars} bars"
+            f"need at least 1 symbol and {cfg.horizon_bars + 2} bars, got {cfg.symbols} symbols and {cfg.bars} bars"
         )
     streams = np.random.SeedSequence(cfg.seed).spawn(6)
-    rng_static, rng_ret, rng_regime, rng_flow, rng_news, rng_trades = (
-        np.random.default_rng(s) for s in streams
-    )
+    rng_static, rng_ret, rng_regime, rng_flow, rng_news, rng_trades = (np.random.default_rng(s) for s in streams)
     n_sym, n_bars, horizon = cfg.symbols, cfg.bars, cfg.horizon_bars
     interval_ns = cfg.interval_s * NS_PER_S
     names = _asset_names(n_sym)
@@ -188,9 +189,7 @@ def simulate_market(config: SyntheticMarketConfig | None = None) -> SyntheticMar
     t5 = math.sqrt(5.0 / 3.0)  # standardizes Student-t(5)
     shock = rng_ret.standard_t(5, (n_bars, n_sym)) / t5
     factor_shock = rng_ret.standard_t(5, n_bars) / t5
-    jumps = (rng_ret.random((n_bars, n_sym)) < cfg.jump_prob) * rng_ret.normal(
-        0.0, cfg.jump_scale, (n_bars, n_sym)
-    )
+    jumps = (rng_ret.random((n_bars, n_sym)) < cfg.jump_prob) * rng_ret.normal(0.0, cfg.jump_scale, (n_bars, n_sym))
     regime = _regimes(rng_regime.random((n_bars, n_sym)), cfg.regime_mean_bars)
     h = _garch_variance(shock, *cfg.garch)
     h_factor = _garch_variance(factor_shock[:, None], *cfg.garch)[:, 0]
@@ -221,8 +220,16 @@ def simulate_market(config: SyntheticMarketConfig | None = None) -> SyntheticMar
     forward[:-horizon] = log_close[horizon:] - log_close[:-horizon]
 
     trades = _trades(
-        rng_trades, cfg, symbols, bar_start[:n_bars], log_close, log_return, scale * np.sqrt(h),
-        regime, buy_share, size_scale,
+        rng_trades,
+        cfg,
+        symbols,
+        bar_start[:n_bars],
+        log_close,
+        log_return,
+        scale * np.sqrt(h),
+        regime,
+        buy_share,
+        size_scale,
     )
     truth = pd.DataFrame(
         {
@@ -270,8 +277,14 @@ def _garch_variance(shock: np.ndarray, alpha: float, beta: float) -> np.ndarray:
 
 
 def _oracle(
-    cfg: SyntheticMarketConfig, sigma: np.ndarray, season: np.ndarray, regime: np.ndarray,
-    m: np.ndarray, n: np.ndarray, impulse_m: np.ndarray, impulse_n: np.ndarray,
+    cfg: SyntheticMarketConfig,
+    sigma: np.ndarray,
+    season: np.ndarray,
+    regime: np.ndarray,
+    m: np.ndarray,
+    n: np.ndarray,
+    impulse_m: np.ndarray,
+    impulse_n: np.ndarray,
 ) -> np.ndarray:
     """Exact E[sum of the next H log returns | state at the close of each bar]."""
     n_bars = len(regime)
@@ -286,16 +299,17 @@ def _oracle(
         step = step @ transition
         expected_vol = (step @ vol)[regime]  # E[v(z[t+k]) | z[t]]
         expected_scale = sigma * season[k : n_bars + k, None] * expected_vol
-        oracle += expected_scale * (
-            cfg.drift_decay ** (k - 1) * m_next + cfg.news_decay ** (k - 1) * n_next
-        )
+        oracle += expected_scale * (cfg.drift_decay ** (k - 1) * m_next + cfg.news_decay ** (k - 1) * n_next)
     oracle[n_bars - cfg.horizon_bars :] = np.nan  # no realized return to score it against
     return oracle
 
 
 def _news(
-    rng: np.random.Generator, cfg: SyntheticMarketConfig, names: list[tuple[str, str]],
-    symbols: tuple[str, ...], bar_start: np.ndarray,
+    rng: np.random.Generator,
+    cfg: SyntheticMarketConfig,
+    names: list[tuple[str, str]],
+    symbols: tuple[str, ...],
+    bar_start: np.ndarray,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     n_bars, n_sym = len(bar_start), len(symbols)
     rate = cfg.news_per_symbol_per_day * cfg.interval_s / 86400.0
@@ -323,30 +337,36 @@ def _news(
             push[bar_idx[j], int(pair_with[j])] += effect
         rows.append(
             (
-                int(bar_start[bar_idx[j]] + offsets[j]), affected, headline,
-                SOURCES[int(rng.integers(len(SOURCES)))], int(labels[j]), float(intensity[j]),
+                int(bar_start[bar_idx[j]] + offsets[j]),
+                affected,
+                headline,
+                SOURCES[int(rng.integers(len(SOURCES)))],
+                int(labels[j]),
+                float(intensity[j]),
             )
         )
-    news = pd.DataFrame(
-        rows, columns=["ts_ns", "symbols", "headline", "source", "label", "intensity"]
-    )
+    news = pd.DataFrame(rows, columns=["ts_ns", "symbols", "headline", "source", "label", "intensity"])
     news = news.astype({"ts_ns": np.int64, "label": np.int64})
     news = news.drop_duplicates(["ts_ns", "source", "headline"])
     return news.sort_values("ts_ns", kind="stable").reset_index(drop=True), push
 
 
 def _trades(
-    rng: np.random.Generator, cfg: SyntheticMarketConfig, symbols: tuple[str, ...],
-    bar_start: np.ndarray, log_close: np.ndarray, log_return: np.ndarray,
-    diffusive_vol: np.ndarray, regime: np.ndarray, buy_share: np.ndarray,
+    rng: np.random.Generator,
+    cfg: SyntheticMarketConfig,
+    symbols: tuple[str, ...],
+    bar_start: np.ndarray,
+    log_close: np.ndarray,
+    log_return: np.ndarray,
+    diffusive_vol: np.ndarray,
+    regime: np.ndarray,
+    buy_share: np.ndarray,
     size_scale: np.ndarray,
 ) -> pd.DataFrame:
     n_bars, n_sym = log_close.shape
     interval_ns = cfg.interval_s * NS_PER_S
     hour = (bar_start // NS_PER_S % 86400) / 3600.0
-    activity = (1.0 + 0.5 * np.cos(2 * np.pi * (hour - 15.0) / 24.0))[:, None] * (
-        1.0 + 0.6 * regime
-    )
+    activity = (1.0 + 0.5 * np.cos(2 * np.pi * (hour - 15.0) / 24.0))[:, None] * (1.0 + 0.6 * regime)
     activity *= cfg.trades_per_bar / activity.mean()
     counts = 1 + rng.poisson(np.maximum(activity - 1.0, 0.0)).ravel()  # flat (bar, symbol)
     total = int(counts.sum())
@@ -401,6 +421,6 @@ def _count_within(keys: np.ndarray, n_keys: int) -> np.ndarray:
     sorted_keys = keys[order]
     starts = np.searchsorted(sorted_keys, np.arange(n_keys))
     running = np.arange(len(keys)) - starts[sorted_keys] + 1
-    out = np.empty_like(running)
+    out: np.ndarray = np.empty_like(running)
     out[order] = running
     return out

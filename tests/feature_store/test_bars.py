@@ -38,9 +38,11 @@ def test_vectorized_and_incremental_bars_are_identical_on_synthetic_trades(inter
 
 @pytest.mark.parametrize(
     ("name", "interval_s"),
-    [("coinbase_exchange_ws_2021-04-17.cryptofeed.txt", 1),
-     ("coinbase_exchange_ws_2021-04-17.cryptofeed.txt", 60),
-     ("binance_spot_ws_2021-10-12.cryptofeed.txt", 60)],
+    [
+        ("coinbase_exchange_ws_2021-04-17.cryptofeed.txt", 1),
+        ("coinbase_exchange_ws_2021-04-17.cryptofeed.txt", 60),
+        ("binance_spot_ws_2021-10-12.cryptofeed.txt", 60),
+    ],
 )
 def test_bars_are_identical_on_real_recorded_trades(recordings_dir: Path, name: str, interval_s: int) -> None:
     trades = read_recording_trades(recordings_dir / name).trades

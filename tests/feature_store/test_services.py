@@ -22,7 +22,11 @@ def _services(home: Path, command: str, extra_env: dict[str, str] | None = None)
     env.update(RRR_HOME=str(home), **(extra_env or {}))
     done = subprocess.run(
         [sys.executable, "-m", "feature_store.services", command],
-        env=env, capture_output=True, text=True, timeout=120, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     return done.stdout
 
@@ -60,7 +64,8 @@ def test_servers_start_are_reused_by_a_second_process_and_stop(private_home: Pat
     assert not any(psutil.pid_exists(p) for p in pids)
     assert not any(_port_open(p) for p in ports)
     leftovers = [
-        p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
         if any(str(private_home) in part for part in (p.info["cmdline"] or []))
     ]
     assert leftovers == []
@@ -71,7 +76,8 @@ def test_two_processes_starting_at_once_share_one_server(private_home: Path) -> 
         list(pool.map(lambda _: _services(private_home, "start"), range(2)))
     status = embedded_status(private_home)
     postmasters = [
-        p for p in psutil.process_iter(["pid", "ppid", "cmdline"])
+        p
+        for p in psutil.process_iter(["pid", "ppid", "cmdline"])
         if (p.info["cmdline"] or [""])[0].endswith("/postgres")
         and str(private_home) in " ".join(p.info["cmdline"] or [])
     ]
@@ -79,13 +85,10 @@ def test_two_processes_starting_at_once_share_one_server(private_home: Path) -> 
     assert [p.info["pid"] for p in postmasters] == [status["postgres"]["pid"]]
 
 
-def test_database_and_redis_urls_from_the_environment_start_nothing(
-    tmp_path: Path, service_urls: ServiceUrls
-) -> None:
+def test_database_and_redis_urls_from_the_environment_start_nothing(tmp_path: Path, service_urls: ServiceUrls) -> None:
     home = tmp_path / "unused"
     settings = FeatureStoreSettings.from_env(
-        {"RRR_HOME": str(home), "DATABASE_URL": service_urls.database_url,
-         "REDIS_URL": service_urls.redis_url}
+        {"RRR_HOME": str(home), "DATABASE_URL": service_urls.database_url, "REDIS_URL": service_urls.redis_url}
     )
     urls = resolve_service_urls(settings)
     assert urls == ServiceUrls(service_urls.database_url, service_urls.redis_url, ())
@@ -93,9 +96,7 @@ def test_database_and_redis_urls_from_the_environment_start_nothing(
 
 
 def test_only_the_missing_service_is_embedded(private_home: Path, service_urls: ServiceUrls) -> None:
-    settings = FeatureStoreSettings.from_env(
-        {"RRR_HOME": str(private_home), "DATABASE_URL": service_urls.database_url}
-    )
+    settings = FeatureStoreSettings.from_env({"RRR_HOME": str(private_home), "DATABASE_URL": service_urls.database_url})
     urls = resolve_service_urls(settings)
     assert urls.embedded == ("redis",)
     assert urls.database_url == service_urls.database_url
@@ -130,7 +131,9 @@ def test_embedded_redis_is_a_real_server_with_a_password(service_urls: ServiceUr
     finally:
         client.close()
     if service_urls.embedded:
-        anonymous = redis.Redis.from_url(service_urls.redis_url.replace(service_urls.redis_url.split("@")[0] + "@", "redis://"))
+        anonymous = redis.Redis.from_url(
+            service_urls.redis_url.replace(service_urls.redis_url.split("@")[0] + "@", "redis://")
+        )
         with pytest.raises(redis.AuthenticationError):
             anonymous.get("rrr:test:services")
         anonymous.close()

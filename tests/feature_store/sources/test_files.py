@@ -61,8 +61,11 @@ def test_binance_kline_csv_layout(tmp_path: Path) -> None:
 
 def test_binance_microsecond_timestamps_are_recognized(tmp_path: Path) -> None:
     path = tmp_path / "BTCUSDT-1m-2025-01-01.csv"
-    path.write_text(BINANCE_KLINES.replace("1704067200000,", "1704067200000000,")
-                    .replace("1704067260000,", "1704067260000000,").replace("1704067320000,", "1704067320000000,"))
+    path.write_text(
+        BINANCE_KLINES.replace("1704067200000,", "1704067200000000,")
+        .replace("1704067260000,", "1704067260000000,")
+        .replace("1704067320000,", "1704067320000000,")
+    )
     assert read_bars_file(path)["start_ns"].iloc[1] == 1_704_067_260_000 * 10**6
 
 
@@ -158,8 +161,15 @@ def test_trades_may_share_a_timestamp(tmp_path: Path) -> None:
 def test_bad_parquet_rows_are_numbered_from_one(tmp_path: Path) -> None:
     path = tmp_path / "bars.parquet"
     pd.DataFrame(
-        {"timestamp": [1_704_067_260, 1_704_067_320], "symbol": ["A", "A"], "open": [1.0, float("nan")],
-         "high": [2.0, 2.0], "low": [0.5, 0.5], "close": [1.5, 1.5], "volume": [1.0, 1.0]}
+        {
+            "timestamp": [1_704_067_260, 1_704_067_320],
+            "symbol": ["A", "A"],
+            "open": [1.0, float("nan")],
+            "high": [2.0, 2.0],
+            "low": [0.5, 0.5],
+            "close": [1.5, 1.5],
+            "volume": [1.0, 1.0],
+        }
     ).to_parquet(path)
     with pytest.raises(DataValidationError, match=r"row 2: open is NaN"):
         read_bars_file(path)

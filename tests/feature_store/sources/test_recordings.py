@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import orjson
@@ -20,7 +21,16 @@ def test_coinbase_matches_become_trades_with_the_taker_side(recordings_dir: Path
     assert first.price == 0.00001305 and first.size == 985.0
     assert first.ts_ns == 1_618_677_817_089_723_000
     assert {t.symbol for t in report.trades} <= {
-        "SKL-USD", "SKL-BTC", "BAND-GBP", "NMR-EUR", "BAND-BTC", "YFI-BTC", "DASH-BTC", "NU-GBP", "CRV-EUR", "SKL-GBP"
+        "SKL-USD",
+        "SKL-BTC",
+        "BAND-GBP",
+        "NMR-EUR",
+        "BAND-BTC",
+        "YFI-BTC",
+        "DASH-BTC",
+        "NU-GBP",
+        "CRV-EUR",
+        "SKL-GBP",
     }
 
 
@@ -35,7 +45,7 @@ def test_binance_agg_trades_become_trades(recordings_dir: Path) -> None:
 def test_received_messages_carry_their_receive_time(recordings_dir: Path) -> None:
     messages = list(iter_messages(recordings_dir / "coinbase_exchange_ws_2021-04-17.cryptofeed.txt"))
     assert messages[0].url == "wss://ws-feed.pro.coinbase.com"
-    assert all(b.received_ns <= a.received_ns for b, a in zip(messages, messages[1:], strict=False))
+    assert all(b.received_ns <= a.received_ns for b, a in itertools.pairwise(messages))
     assert orjson.loads(messages[0].payload)["type"] == "subscriptions"
 
 

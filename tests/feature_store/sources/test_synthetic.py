@@ -114,7 +114,8 @@ def test_news_sentiment_moves_the_drift_after_publication(market) -> None:
     for label in (-1, 1):
         rows = news[news["label"] == label]
         after = [
-            truth.get((s[0], (ts // interval + 2) * interval), np.nan) for s, ts in zip(rows["symbols"], rows["ts_ns"])
+            truth.get((s[0], (ts // interval + 2) * interval), np.nan)
+            for s, ts in zip(rows["symbols"], rows["ts_ns"], strict=False)
         ]
         effect[label] = np.nanmean(after)
     assert effect[-1] < 0 < effect[1]

@@ -1,0 +1,1 @@
+"""Benchmark scripts; ``python -m benchmarks`` (``make bench``) runs them all."""
