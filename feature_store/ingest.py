@@ -84,3 +84,52 @@ async def import_recording(store: MarketDataStore, path: str | Path, *, interval
     summary.rows["bars"] = await store.write_bars(bars_from_trades(trades, interval_s), replace=True)
     summary.rows["malformed_messages"] = report.malformed
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m feature_store.ingest {trades,bars,recording} PATH [...]``.
+
+    Exits 2 with the validation error (file, row, problem) when a file is rejected.
+    """
+    import argparse
+    import asyncio
+    import sys
+
+    from feature_store.database import open_pool
+    from feature_store.errors import DataValidationError, StorageError
+    from feature_store.services import resolve_service_urls
+
+    parser = argparse.ArgumentParser(
+        prog="python -m feature_store.ingest", description="Validate a market data file and store it."
+    )
+    parser.add_argument("kind", choices=["trades", "bars", "recording"])
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--symbol", help="symbol of every row, for files without a symbol column")
+    parser.add_argument("--interval-s", type=int, help="bar length in seconds (bars files)")
+    parser.add_argument("--replace", action="store_true", help="replace stored rows of the same symbols and times")
+    args = parser.parse_args(argv)
+
+    async def run() -> str:
+        pool = await open_pool(resolve_service_urls().database_url)
+        try:
+            store = MarketDataStore(pool)
+            if args.kind == "recording":
+                summary = await import_recording(store, args.path)
+                return ", ".join(f"{k} {v}" for k, v in summary.rows.items())
+            rows = await import_file(
+                store, args.path, args.kind, symbol=args.symbol, interval_s=args.interval_s, replace=args.replace
+            )
+            return f"{rows} {args.kind} rows stored"
+        finally:
+            await pool.close()
+
+    try:
+        print(asyncio.run(run()))
+    except (DataValidationError, StorageError) as exc:
+        print(f"rejected: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

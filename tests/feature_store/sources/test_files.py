@@ -202,3 +202,23 @@ def test_a_rejected_file_stores_nothing_and_a_good_one_is_stored(tmp_path: Path,
             await pool.close()
 
     assert asyncio.run(run()) == (0, 3)
+
+
+def test_the_import_command_stores_a_good_file_and_names_the_problem_of_a_bad_one(
+    tmp_path: Path, fresh_database_url: str, service_urls
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": fresh_database_url, "REDIS_URL": service_urls.redis_url}
+    good = tmp_path / "BTCUSDT-1m-2024-01-01.csv"
+    good.write_text(BINANCE_KLINES)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,symbol,price,size\n1704067200,ABC,-1,1\n")
+    command = [sys.executable, "-m", "feature_store.ingest"]
+    ok = subprocess.run([*command, "bars", str(good)], env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip() == "3 bars rows stored"
+    rejected = subprocess.run([*command, "trades", str(bad)], env=env, capture_output=True, text=True, timeout=60)
+    assert rejected.returncode == 2
+    assert f"{bad}, row 2: price must be > 0" in rejected.stderr
