@@ -147,9 +147,9 @@ def read_trades_file(path: str | Path, *, symbol: str | None = None, venue: str 
 def read_bars_file(path: str | Path, *, symbol: str | None = None, interval_s: int | None = None) -> pd.DataFrame:
     """Read and validate an OHLCV file; return a table with the columns ``BAR_COLUMNS``.
 
-    Missing optional columns get: ``buy_volume`` NaN is not allowed, so it defaults to half
-    the volume only when the file has no such column (a neutral order flow), ``vwap`` the
-    typical price ``(high + low + close) / 3``, ``trades`` 0.
+    Optional columns the file lacks are filled as follows: ``buy_volume`` with half the
+    volume (neutral order flow), ``vwap`` with the typical price ``(high + low + close) / 3``
+    (also used for bars without volume), ``trades`` with 0.
 
     Args:
         path: a ``.csv`` (optionally ``.gz``) or ``.parquet`` file.

@@ -233,7 +233,7 @@ def simulate_market(config: SyntheticMarketConfig | None = None) -> SyntheticMar
     )
     truth = pd.DataFrame(
         {
-            "symbol": pd.Categorical.from_codes(np.tile(np.arange(n_sym), n_bars), symbols),
+            "symbol": pd.Categorical.from_codes(np.tile(np.arange(n_sym), n_bars), symbols).astype("str"),
             "start_ns": np.repeat(bar_start[:n_bars], n_sym),
             "close": np.exp(log_close).ravel(),
             "log_return": log_return.ravel(),

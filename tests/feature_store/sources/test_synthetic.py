@@ -77,7 +77,7 @@ def test_intraday_seasonality_in_volatility_and_activity(market) -> None:
 
 def test_regimes_switch_and_the_volatile_one_is_more_volatile(market) -> None:
     truth = market.truth
-    switches = (truth.groupby("symbol", observed=True)["regime"].diff().abs() > 0).sum()
+    switches = (truth.groupby("symbol")["regime"].diff().abs() > 0).sum()
     assert switches > 20 * 10
     vol = truth.groupby("regime")["log_return"].std()
     assert vol.loc[1] > 1.4 * vol.loc[0]
@@ -98,7 +98,7 @@ def test_oracle_ic_is_realistic_and_clearly_positive(market) -> None:
 def test_the_lagged_return_effect_flips_sign_with_the_regime(market) -> None:
     # A linear model without the hidden regime cannot capture this: the ceiling needs it.
     truth = market.truth.sort_values(["symbol", "start_ns"]).copy()
-    truth["next_drift"] = truth.groupby("symbol", observed=True)["drift"].shift(-1)
+    truth["next_drift"] = truth.groupby("symbol")["drift"].shift(-1)
     slopes = {}
     for regime, part in truth.dropna(subset=["next_drift"]).groupby("regime"):
         x, y = part["log_return"].to_numpy(), part["next_drift"].to_numpy()
