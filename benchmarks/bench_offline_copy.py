@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from benchmarks.results_file import Figure, write_results
-from feature_store.database import open_pool
-from feature_store.market_data import MarketDataStore, _records
+from feature_store.database import ensure_partitions, open_pool, with_database
+from feature_store.market_data import MarketDataStore, to_records
 from feature_store.records import BAR_COLUMNS, TRADE_COLUMNS
 from feature_store.services import resolve_service_urls
 from feature_store.sources.synthetic import SyntheticMarketConfig, simulate_market
@@ -33,12 +32,8 @@ from feature_store.sources.synthetic import SyntheticMarketConfig, simulate_mark
 ROWS_GENERATED = 2_000_000
 
 
-def _on(url: str, database: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + database))
-
-
 async def _server_ceiling(conn: asyncpg.Connection, table: str, staged: str, first: int, last: int) -> float:
-    await conn.fetchval("SELECT rrr_ensure_daily_partitions($1::regclass, $2, $3)", table, first, last)
+    await ensure_partitions(conn, table, first, last)
     # Table names here are this script's own constants, never input.
     rows = await conn.fetchval("SELECT count(*) FROM " + staged)  # noqa: S608
     started = time.perf_counter()
@@ -51,10 +46,10 @@ async def _server_ceiling(conn: asyncpg.Connection, table: str, staged: str, fir
 async def run() -> None:
     server_url = resolve_service_urls().database_url
     name = "rrr_bench_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(_on(server_url, "postgres"))
+    admin = await asyncpg.connect(with_database(server_url, "postgres"))
     await admin.execute("CREATE DATABASE " + name)
     try:
-        url = _on(server_url, name)
+        url = with_database(server_url, name)
         market = simulate_market(SyntheticMarketConfig(days=7))
         trades, bars = market.trades, market.bars()
         pool = await open_pool(url)
@@ -63,12 +58,12 @@ async def run() -> None:
             async with pool.acquire() as conn:
                 await conn.execute("CREATE UNLOGGED TABLE staged_trades (LIKE trades)")
                 await conn.execute("CREATE UNLOGGED TABLE staged_bars (LIKE bars)")
-                records = _records(trades, TRADE_COLUMNS)
+                records = to_records(trades, TRADE_COLUMNS)
                 started = time.perf_counter()
                 await conn.copy_records_to_table("staged_trades", records=records)
                 client_rate = len(records) / (time.perf_counter() - started)
                 await conn.copy_records_to_table(
-                    "staged_bars", records=_records(bars, BAR_COLUMNS), columns=list(BAR_COLUMNS)
+                    "staged_bars", records=to_records(bars, BAR_COLUMNS), columns=list(BAR_COLUMNS)
                 )
                 span = (int(trades["ts_ns"].min()), int(trades["ts_ns"].max()))
                 trades_ceiling = await _server_ceiling(conn, "trades", "staged_trades", *span)

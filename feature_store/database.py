@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import asyncpg
 
 from feature_store.errors import StorageError
 from feature_store.schema import migrate
 
-__all__ = ["ensure_partitions", "open_pool"]
+__all__ = ["ensure_partitions", "open_pool", "with_database"]
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` pointing at ``database`` on the same server (same user, password, host, port)."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + database))
 
 
 async def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, run_migrations: bool = True) -> asyncpg.Pool:

@@ -28,7 +28,7 @@ from feature_store.database import ensure_partitions
 from feature_store.errors import StorageError
 from feature_store.records import BAR_COLUMNS, TRADE_COLUMNS
 
-__all__ = ["MarketDataStore"]
+__all__ = ["MarketDataStore", "to_records"]
 
 NEWS_COLUMNS_STORED: tuple[str, ...] = ("ts_ns", "symbols", "headline", "source", "label")
 
@@ -99,7 +99,7 @@ class MarketDataStore:
             StorageError: the write failed; nothing of it was stored.
         """
         frame = _columns(trades, _TRADES.columns, "trades")
-        records = _records(frame, _TRADES.columns)
+        records = to_records(frame, _TRADES.columns)
         delete_args = (sorted(frame["symbol"].unique().tolist()),)
         return await self._copy(
             _TRADES.name,
@@ -117,7 +117,7 @@ class MarketDataStore:
             StorageError: the write failed; nothing of it was stored.
         """
         frame = _columns(bars, _BARS.columns, "bars")
-        records = _records(frame, _BARS.columns)
+        records = to_records(frame, _BARS.columns)
         delete_args = (
             sorted(frame["symbol"].unique().tolist()),
             sorted(int(i) for i in frame["interval_s"].unique()),
@@ -248,5 +248,6 @@ def _columns(frame: pd.DataFrame, columns: Sequence[str], table: str) -> pd.Data
     return frame
 
 
-def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+def to_records(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Rows of ``frame`` as tuples in ``columns`` order, as COPY takes them."""
     return list(zip(*(frame[c].tolist() for c in columns), strict=True))

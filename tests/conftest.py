@@ -12,12 +12,13 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
 from feature_store.config import FeatureStoreSettings
+from feature_store.database import with_database
 from feature_store.services import ServiceUrls, embedded_status, resolve_service_urls, stop_embedded
 
 RECORDINGS = Path(
@@ -26,12 +27,6 @@ RECORDINGS = Path(
         str(Path(__file__).resolve().parents[2] / "shared" / "data" / "exchange_recordings"),
     )
 )
-
-
-def with_database(url: str, database: str) -> str:
-    """``url`` pointing at another database on the same server."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + database))
 
 
 async def _admin(url: str, sql: str) -> None:
