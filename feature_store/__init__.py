@@ -8,17 +8,27 @@ from __future__ import annotations
 from feature_store.errors import (
     ConfigError,
     DataValidationError,
+    FeatureLookupError,
     FeatureStoreError,
+    FeatureVersionError,
     MigrationError,
+    MissingFeaturesError,
     ServiceError,
+    StaleFeaturesError,
     StorageError,
+    UnknownFeatureError,
 )
 
 __all__ = [
     "ConfigError",
     "DataValidationError",
+    "FeatureLookupError",
     "FeatureStoreError",
+    "FeatureVersionError",
     "MigrationError",
+    "MissingFeaturesError",
     "ServiceError",
+    "StaleFeaturesError",
     "StorageError",
+    "UnknownFeatureError",
 ]

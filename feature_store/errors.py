@@ -7,7 +7,12 @@ Every error the package raises derives from :class:`FeatureStoreError`::
     ├── ServiceError           an embedded PostgreSQL/Redis server failed to start or stop
     ├── MigrationError         the database schema could not be brought up to date
     ├── DataValidationError    input data breaks a rule (names the source, row and problem)
-    └── StorageError           a read or write against a store failed; nothing was stored
+    ├── StorageError           a read or write against a store failed; nothing was stored
+    ├── UnknownFeatureError    an unknown feature set, feature or symbol was named
+    └── FeatureLookupError     stored features cannot answer a read correctly
+        ├── FeatureVersionError    they were computed by another feature-set version
+        ├── MissingFeaturesError   some symbols have none
+        └── StaleFeaturesError     some symbols' latest bar is too old (or not the one asked for)
 """
 
 from __future__ import annotations
@@ -49,3 +54,34 @@ class DataValidationError(FeatureStoreError):
 
 class StorageError(FeatureStoreError):
     """A store operation failed; a failed write leaves nothing of itself behind."""
+
+
+class UnknownFeatureError(FeatureStoreError):
+    """A feature set, feature name or symbol that the store does not know was named."""
+
+
+class FeatureLookupError(FeatureStoreError):
+    """Stored features cannot answer the read without giving a wrong answer.
+
+    Attributes:
+        feature_set: the feature set read.
+        symbols: the symbols concerned, sorted.
+    """
+
+    def __init__(self, feature_set: str, symbols: list[str], problem: str) -> None:
+        self.feature_set = feature_set
+        self.symbols = sorted(symbols)
+        shown = ", ".join(self.symbols[:10]) + (f" and {len(self.symbols) - 10} more" if len(self.symbols) > 10 else "")
+        super().__init__(f"feature set {feature_set!r}: {problem}" + (f" (symbols: {shown})" if shown else ""))
+
+
+class FeatureVersionError(FeatureLookupError):
+    """The stored features were computed by another version of the feature set."""
+
+
+class MissingFeaturesError(FeatureLookupError):
+    """No stored features exist for some of the symbols read."""
+
+
+class StaleFeaturesError(FeatureLookupError):
+    """The latest stored bar of some symbols is older than allowed, or not the bar asked for."""
