@@ -5,15 +5,11 @@ write is all or nothing. A row that breaks a table rule (NaN or non-positive pri
 trade stored twice, high below low...) fails the whole write with a :class:`StorageError`
 and nothing of it stays. ``replace=True`` first deletes the rows of the same symbols in the
 written time range, in the same transaction, which makes re-running an import idempotent.
-
-Reads stream ``COPY ... TO STDOUT`` as CSV into pyarrow, which is several times faster
-than fetching rows one by one for large ranges; PostgreSQL prints floats with the shortest
-exact representation, so values come back bit for bit.
+Reads stream ``COPY ... TO STDOUT`` as CSV (see :func:`feature_store.database.read_csv`).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +18,8 @@ import asyncpg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
-from feature_store.database import ensure_partitions
+from feature_store.database import copy_into, read_csv
 from feature_store.errors import StorageError
 from feature_store.records import BAR_COLUMNS, TRADE_COLUMNS
 
@@ -165,16 +160,8 @@ class MarketDataStore:
         if not records:
             return 0
         first, last = int(times.min()), int(times.max())
-        try:
-            async with self._pool.acquire() as conn:
-                await ensure_partitions(conn, table, first, last)
-                async with conn.transaction():
-                    if delete_sql is not None:
-                        await conn.execute(delete_sql, first, last, *delete_args)
-                    await conn.copy_records_to_table(table, records=records, columns=list(columns))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise StorageError(f"writing {len(records)} rows to {table} failed and nothing was stored: {exc}") from exc
-        return len(records)
+        delete = (delete_sql, delete_args) if delete_sql is not None else None
+        return await copy_into(self._pool, table, columns, records, (first, last), delete=delete)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -215,22 +202,7 @@ class MarketDataStore:
             return int(await conn.fetchval(_COUNTS[table]))
 
     async def _read_csv(self, table: _Table, *args: Any) -> pd.DataFrame:
-        buffer = io.BytesIO()
-        async with self._pool.acquire() as conn:
-            await conn.copy_from_query(table.read_sql, *args, output=buffer, format="csv")
-        if buffer.tell() == 0:
-            return pd.DataFrame({c: pd.Series(dtype=_pandas_dtype(table.types[c])) for c in table.columns})
-        buffer.seek(0)
-        arrow = pacsv.read_csv(
-            buffer,
-            read_options=pacsv.ReadOptions(column_names=list(table.columns)),
-            convert_options=pacsv.ConvertOptions(column_types=table.types, strings_can_be_null=False),
-        )
-        return arrow.to_pandas()
-
-
-def _pandas_dtype(kind: pa.DataType) -> str:
-    return "int64" if kind == pa.int64() else "str" if kind == pa.string() else "float64"
+        return await read_csv(self._pool, table.read_sql, args, {c: table.types[c] for c in table.columns})
 
 
 def _symbols(symbols: Sequence[str] | None) -> list[str] | None:

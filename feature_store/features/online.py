@@ -33,7 +33,7 @@ from feature_store.features.kernels import Array, elementwise, recurrence_factor
 from feature_store.features.registry import FeatureSet
 from feature_store.records import NS_PER_S, Bar
 
-__all__ = ["FeatureStep", "OnlineFeatures"]
+__all__ = ["FeatureStep", "OnlineFeatures", "replay_features"]
 
 
 @dataclass(frozen=True)
@@ -279,3 +279,44 @@ class _Recurrence:
             out = out / np.where(self.weights > 0.0, self.weights, np.nan)
         masked: Array = np.where(self.seen >= self.min_periods, out, np.nan)
         return masked
+
+
+def replay_features(
+    feature_set: FeatureSet,
+    bars: Iterable[Bar],
+    *,
+    news: Iterable[tuple[int, Sequence[str], float]] = (),
+    symbols: Iterable[str] | None = None,
+) -> tuple[OnlineFeatures, list[FeatureStep]]:
+    """Feed stored bars (and headlines) through :class:`OnlineFeatures` in time order.
+
+    This is how a live process warms its state up from history, and how the parity test
+    drives the online path. A headline ``(ts_ns, symbols, score)`` is added before the
+    interval it was published in closes.
+
+    Returns:
+        The evaluator (ready to continue live) and one step per interval from the first bar.
+    """
+    by_start: dict[int, list[Bar]] = {}
+    for bar in bars:
+        by_start.setdefault(bar.start_ns, []).append(bar)
+    universe = {b.symbol for group in by_start.values() for b in group} if symbols is None else set(symbols)
+    online = OnlineFeatures(feature_set, universe)
+    headlines = sorted(news, key=lambda item: item[0])
+    interval_ns = feature_set.interval_s * NS_PER_S
+    steps: list[FeatureStep] = []
+    i = 0
+    for start in sorted(by_start):
+        while i < len(headlines) and headlines[i][0] < start + interval_ns:
+            online.add_news(*headlines[i])
+            i += 1
+        if online.next_ts_ns is not None:
+            while online.next_ts_ns < start:
+                skipped = online.next_ts_ns
+                step = online.update(skipped, ())
+                assert step is not None
+                steps.append(step)
+        step = online.update(start, by_start[start])
+        assert step is not None
+        steps.append(step)
+    return online, steps

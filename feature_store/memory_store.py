@@ -1,0 +1,181 @@
+"""In-memory stores for unit tests of logic that uses a store.
+
+They keep the same bytes (online) and tables (offline) as the real backends and apply the
+same checks, so code tested against them behaves the same on Redis and PostgreSQL; the
+contract tests run every backend through the same cases. They are not shared between
+processes and hold everything in memory: never use them to store real data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from feature_store.features.registry import FeatureSet
+from feature_store.offline_frames import check_features, check_labels, empty_features, empty_labels
+from feature_store.online_layout import HEADER_BYTES, OnlineLayout
+from feature_store.stores import FeatureVectors, FeatureWindows
+
+__all__ = ["InMemoryOfflineStore", "InMemoryOnlineStore"]
+
+
+class InMemoryOnlineStore:
+    """The online store's behaviour (layout, refusals, TTL, errors) in a dict.
+
+    Args:
+        layout: key prefix, window length and TTL.
+        clock_ns: the time used for TTLs (default: the wall clock).
+    """
+
+    def __init__(self, layout: OnlineLayout | None = None, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.layout = layout or OnlineLayout()
+        self._clock = clock_ns
+        self._values: dict[str, bytearray] = {}
+        self._expires: dict[str, int] = {}
+
+    def write_latest(self, feature_set: FeatureSet, ts_ns: int, symbols: Sequence[str], values: npt.ArrayLike) -> int:
+        """See :meth:`feature_store.stores.OnlineStore.write_latest`."""
+        blob = self.layout.encode(feature_set, ts_ns, symbols, values)
+        if not symbols:
+            return 0
+        rec = self.layout.record_bytes(feature_set)
+        offset = self.layout.slot_offset(feature_set, ts_ns)
+        ttl_ns = int(self.layout.ttl_s * 1e9)
+        now = self._clock()
+        version_key = self.layout.version_key(feature_set)
+        self._values[version_key] = bytearray(feature_set.version.encode())
+        self._expires[version_key] = now + ttl_ns
+        refused = 0
+        for i, symbol in enumerate(symbols):
+            key = self.layout.key(feature_set, symbol)
+            value = self._get(key)
+            record = blob[i * rec : (i + 1) * rec]
+            stored = bytes(value[offset : offset + 8]) if value is not None else b""
+            if len(stored) == 8 and stored > record[:8]:
+                refused += 1
+                continue
+            if value is None:
+                value = self._values[key] = bytearray()
+            if len(value) < offset + rec:
+                value.extend(bytes(offset + rec - len(value)))
+            value[offset : offset + rec] = record
+            if len(stored) < 8 or self.layout.refreshes_ttl(feature_set, ts_ns):
+                value[:HEADER_BYTES] = self.layout.header(feature_set)
+                self._expires[key] = now + ttl_ns
+        return refused
+
+    def read_latest(
+        self,
+        feature_set: FeatureSet,
+        symbols: Sequence[str],
+        *,
+        as_of_ns: int | None = None,
+        max_age_s: float | None = None,
+        now_ns: int | None = None,
+    ) -> FeatureVectors:
+        """See :meth:`feature_store.stores.OnlineStore.read_latest`."""
+        version, blobs = self._mget(feature_set, symbols)
+        return self.layout.decode_latest(
+            feature_set, symbols, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
+        )
+
+    def read_windows(
+        self,
+        feature_set: FeatureSet,
+        symbols: Sequence[str],
+        length: int,
+        *,
+        as_of_ns: int | None = None,
+        max_age_s: float | None = None,
+        now_ns: int | None = None,
+    ) -> FeatureWindows:
+        """See :meth:`feature_store.stores.OnlineStore.read_windows`."""
+        self.layout.check_length(length)
+        version, blobs = self._mget(feature_set, symbols)
+        return self.layout.decode_windows(
+            feature_set, symbols, length, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
+        )
+
+    def _get(self, key: str) -> bytearray | None:
+        if key in self._expires and self._expires[key] <= self._clock():
+            del self._expires[key]
+            self._values.pop(key, None)
+        return self._values.get(key)
+
+    def _mget(self, feature_set: FeatureSet, symbols: Sequence[str]) -> tuple[bytes | None, list[bytes | None]]:
+        if isinstance(symbols, str):
+            raise TypeError("symbols must be a sequence of names, not one string")
+        version = self._get(self.layout.version_key(feature_set))
+        blobs = [self._get(self.layout.key(feature_set, s)) for s in symbols]
+        return (None if version is None else bytes(version)), [None if b is None else bytes(b) for b in blobs]
+
+
+class InMemoryOfflineStore:
+    """The offline store's behaviour (checks, replace, range reads) on DataFrames."""
+
+    def __init__(self) -> None:
+        self._features: dict[tuple[str, str], pd.DataFrame] = {}
+        self._labels = empty_labels()
+
+    async def write_features(self, feature_set: FeatureSet, features: pd.DataFrame, *, replace: bool = False) -> int:
+        """See :meth:`feature_store.stores.OfflineStore.write_features`."""
+        frame = check_features(feature_set, features)
+        if len(frame) == 0:
+            return 0
+        key = (feature_set.name, feature_set.version)
+        current = self._features.get(key, empty_features(feature_set))
+        if replace:
+            current = current[~_in_written_range(current, frame)]
+        merged = pd.concat([current, frame], ignore_index=True)
+        check_features(feature_set, merged)  # a (symbol, ts_ns) stored twice fails, as in PostgreSQL
+        self._features[key] = merged
+        return len(frame)
+
+    async def read_features(
+        self, feature_set: FeatureSet, start_ns: int, end_ns: int, symbols: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """See :meth:`feature_store.stores.OfflineStore.read_features`."""
+        frame = self._features.get((feature_set.name, feature_set.version), empty_features(feature_set))
+        return _select(frame, start_ns, end_ns, symbols, ["symbol", "ts_ns"])
+
+    async def write_labels(self, labels: pd.DataFrame, *, replace: bool = False) -> int:
+        """See :meth:`feature_store.stores.OfflineStore.write_labels`."""
+        frame = check_labels(labels)
+        if len(frame) == 0:
+            return 0
+        current = self._labels
+        if replace:
+            current = current[~(_in_written_range(current, frame) & current["name"].isin(set(frame["name"])))]
+        merged = pd.concat([current, frame], ignore_index=True)
+        check_labels(merged)
+        self._labels = merged
+        return len(frame)
+
+    async def read_labels(
+        self, names: Sequence[str], start_ns: int, end_ns: int, symbols: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """See :meth:`feature_store.stores.OfflineStore.read_labels`."""
+        frame = self._labels[self._labels["name"].isin(list(names))]
+        return _select(frame, start_ns, end_ns, symbols, ["name", "symbol", "ts_ns"])
+
+
+def _in_written_range(current: pd.DataFrame, written: pd.DataFrame) -> npt.NDArray[np.bool_]:
+    ts = current["ts_ns"]
+    in_time = (ts >= written["ts_ns"].min()) & (ts <= written["ts_ns"].max())
+    mask: npt.NDArray[np.bool_] = np.asarray(in_time & current["symbol"].isin(set(written["symbol"])), dtype=bool)
+    return mask
+
+
+def _select(
+    frame: pd.DataFrame, start_ns: int, end_ns: int, symbols: Sequence[str] | None, order: list[str]
+) -> pd.DataFrame:
+    if isinstance(symbols, str):
+        raise TypeError("symbols must be a sequence of names, not one string")
+    mask = (frame["ts_ns"] >= start_ns) & (frame["ts_ns"] < end_ns)
+    if symbols is not None:
+        mask &= frame["symbol"].isin(list(symbols))
+    return frame[mask].sort_values(order, kind="stable").reset_index(drop=True)
