@@ -58,7 +58,8 @@ def forward_return_labels(
     grid = bar_grid(bars, interval_s, symbols=symbols)
     log_close = np.log(grid.inputs["close"])
     forward = np.full(log_close.shape, np.nan)
-    forward[: len(forward) - horizon_bars] = log_close[horizon_bars:] - log_close[: len(forward) - horizon_bars]
+    ahead = max(len(forward) - horizon_bars, 0)
+    forward[:ahead] = log_close[horizon_bars:] - log_close[:ahead]
     sym_index, time_index = np.nonzero(np.isfinite(forward.T))
     return pd.DataFrame(
         {

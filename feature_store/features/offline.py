@@ -102,7 +102,7 @@ def _evaluate(node: Expr, args: list[Array | float], grid: BarGrid) -> Array | f
     if node.op == "lag":
         k = int(node.params[0])
         lagged = np.full(x.shape, np.nan)
-        lagged[k:] = x[: len(x) - k]
+        lagged[k:] = x[: max(len(x) - k, 0)]
         return lagged
     if node.op == "rolling_sum":
         return _rolling_sum(x, int(node.params[0]))
@@ -123,9 +123,9 @@ def _rolling_sum(x: Array, window: int) -> Array:
     running = np.cumsum(np.where(missing, 0.0, x), axis=0)
     running_missing = np.cumsum(missing, axis=0)
     earlier = np.zeros_like(running)
-    earlier[window:] = running[: len(x) - window]
+    earlier[window:] = running[: max(len(x) - window, 0)]
     earlier_missing = np.zeros_like(running_missing)
-    earlier_missing[window:] = running_missing[: len(x) - window]
+    earlier_missing[window:] = running_missing[: max(len(x) - window, 0)]
     out: Array = running - earlier
     # Rows before window - 1 reach back before the grid: unknown, like warm-up.
     out[(running_missing - earlier_missing > 0)] = np.nan

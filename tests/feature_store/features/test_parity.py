@@ -86,3 +86,10 @@ def test_warm_up_is_masked_for_exactly_the_lookback() -> None:
             lambda s: int(np.flatnonzero(s.notna().to_numpy())[0])
         )
         assert (first_valid == feature.lookback).all(), feature.name
+
+
+@pytest.mark.parametrize("bars_kept", [1, 2, 59, 61, 239, 241, 300])
+def test_inputs_shorter_or_longer_than_the_lookback_agree(bars_kept: int) -> None:
+    bars = simulate_market(SyntheticMarketConfig(symbols=2, days=0.25, seed=8)).bars()
+    first = int(bars["start_ns"].min())
+    assert_parity(PRICE, bars[bars["start_ns"] < first + bars_kept * 60 * 10**9].reset_index(drop=True))
