@@ -17,7 +17,7 @@ import pandas as pd
 
 from feature_store.features.registry import FeatureSet
 from feature_store.offline_frames import check_features, check_labels, empty_features, empty_labels
-from feature_store.online_layout import HEADER_BYTES, OnlineLayout
+from feature_store.online_layout import OnlineLayout
 from feature_store.stores import FeatureVectors, FeatureWindows
 
 __all__ = ["InMemoryOfflineStore", "InMemoryOnlineStore"]
@@ -39,34 +39,46 @@ class InMemoryOnlineStore:
 
     def write_latest(self, feature_set: FeatureSet, ts_ns: int, symbols: Sequence[str], values: npt.ArrayLike) -> int:
         """See :meth:`feature_store.stores.OnlineStore.write_latest`."""
+        self.layout.check_symbols(feature_set, symbols)
         blob = self.layout.encode(feature_set, ts_ns, symbols, values)
         if not symbols:
             return 0
-        rec = self.layout.record_bytes(feature_set)
-        offset = self.layout.slot_offset(feature_set, ts_ns)
-        ttl_ns = int(self.layout.ttl_s * 1e9)
-        now = self._clock()
-        version_key = self.layout.version_key(feature_set)
-        self._values[version_key] = bytearray(feature_set.version.encode())
-        self._expires[version_key] = now + ttl_ns
-        refused = 0
-        for i, symbol in enumerate(symbols):
-            key = self.layout.key(feature_set, symbol)
+        layout = self.layout
+        bar = layout.bar_number(feature_set, ts_ns)
+        now, ttl_ns = self._clock(), int(layout.ttl_s * 1e9)
+        latest_key = layout.latest_key(feature_set)
+        latest = self._get(latest_key)
+        latest_bar = -1 if latest is None else int(latest.decode())
+        if latest_bar >= 0 and bar <= latest_bar - layout.window:
+            return len(symbols)
+        self._set(layout.version_key(feature_set), feature_set.version.encode(), now + ttl_ns)
+        if bar > latest_bar:
+            self._set(latest_key, str(bar).encode(), now + ttl_ns)
+        rec, offset, full = (
+            layout.record_bytes(feature_set),
+            layout.slot_offset(feature_set, ts_ns),
+            layout.value_bytes(feature_set),
+        )
+        for i, symbol in enumerate(symbols, start=3):  # numbered like the script's KEYS
+            key = layout.key(feature_set, symbol)
             value = self._get(key)
-            record = blob[i * rec : (i + 1) * rec]
-            stored = bytes(value[offset : offset + 8]) if value is not None else b""
-            if len(stored) == 8 and stored > record[:8]:
-                refused += 1
-                continue
             if value is None:
                 value = self._values[key] = bytearray()
             if len(value) < offset + rec:
                 value.extend(bytes(offset + rec - len(value)))
-            value[offset : offset + rec] = record
-            if len(stored) < 8 or self.layout.refreshes_ttl(feature_set, ts_ns):
-                value[:HEADER_BYTES] = self.layout.header(feature_set)
+            value[offset : offset + rec] = blob[(i - 3) * rec : (i - 2) * rec]
+            if len(value) < full:
+                header = layout.header(feature_set)
+                value.extend(bytes(full - len(value)))
+                value[full - len(header) :] = header
                 self._expires[key] = now + ttl_ns
-        return refused
+            elif (bar + i) % layout.window == 0:
+                self._expires[key] = now + ttl_ns
+        return 0
+
+    def _set(self, key: str, value: bytes, expires_ns: int) -> None:
+        self._values[key] = bytearray(value)
+        self._expires[key] = expires_ns
 
     def read_latest(
         self,

@@ -1,17 +1,22 @@
 """How the online store lays features out in bytes, shared by every online backend.
 
 One value per (feature set, version, symbol) under the key
-``{prefix}:{set}:{version}:{symbol}``: a 32-byte header, then a ring of ``window`` records,
-one per bar, at slot ``(ts_ns / interval) mod window``::
+``{prefix}:{set}:{version}:{symbol}``: a ring of ``window`` records, one per bar, at slot
+``(ts_ns / interval) mod window``, followed by a 32-byte header::
 
+    record  bar start ns (int64, big-endian) | the feature vector (float32, little-endian)
     header  b"RRRF" | format u16 | features u16 | window u16 | 0 u16 | interval_s u32
             | version (16 ASCII hex digits)
-    record  bar start ns (int64, big-endian, so that byte strings compare like numbers)
-            | the feature vector (float32, little-endian)
+
+With the header last, the first write of a key is always shorter than a full value, which is
+how a write tells a new key (header and TTL to set) from an existing one without reading it.
+``{prefix}:{set}:{version}:latest`` holds the newest bar number written: a write ``window``
+or more bars older than it could land in a slot holding newer data and is refused whole.
+``{prefix}:{set}:version`` holds the version last written, so that a reader asking for
+another version gets a clear error instead of "missing".
 
 Writing a bar for every symbol is one ``SETRANGE`` per key inside one server-side script
-call; reading is one ``MGET``. ``{prefix}:{set}:version`` holds the version last written,
-so that a reader asking for another version gets a clear error instead of "missing".
+call; reading is one ``MGET``.
 """
 
 from __future__ import annotations
@@ -48,16 +53,17 @@ class OnlineLayout:
     """Keys, encoding and read checks for one store configuration.
 
     Attributes:
-        prefix: key prefix (``rrr:fs`` by default).
+        prefix: key prefix (``rrr:fs`` by default). Changing ``window`` needs a new prefix.
         window: bars kept per symbol (the longest window a reader can ask for).
-        ttl_s: seconds a key lives after it was last refreshed; it is refreshed when it is
-            created and each time its ring wraps, so a key outlives its last write by
-            between ``ttl_s`` and ``ttl_s + window`` bars.
+        ttl_s: seconds a key lives after it was last refreshed. A key is refreshed when it
+            is created and then once every ``window`` bars (spread over the symbols so that
+            every write costs the same), so it outlives its last write by between ``ttl_s``
+            and ``ttl_s + window`` bars. It must cover at least two windows.
     """
 
     prefix: str = "rrr:fs"
     window: int = 32
-    ttl_s: float = 3600.0
+    ttl_s: float = 21600.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= 4096:
@@ -75,6 +81,10 @@ class OnlineLayout:
         """The key naming the version of ``feature_set`` last written."""
         return f"{self.prefix}:{feature_set.name}:version"
 
+    def latest_key(self, feature_set: FeatureSet) -> str:
+        """The key holding the newest bar number written for the set's version."""
+        return f"{self.prefix}:{feature_set.name}:{feature_set.version}:latest"
+
     def header(self, feature_set: FeatureSet) -> bytes:
         """The 32-byte header of the set's values."""
         head = _MAGIC + struct.pack("<HHHHI", _FORMAT, len(feature_set), self.window, 0, feature_set.interval_s)
@@ -84,19 +94,31 @@ class OnlineLayout:
         """Bytes of one bar's record."""
         return 8 + 4 * len(feature_set)
 
+    def value_bytes(self, feature_set: FeatureSet) -> int:
+        """Bytes of one symbol's whole value (ring and header)."""
+        return self.window * self.record_bytes(feature_set) + HEADER_BYTES
+
+    def bar_number(self, feature_set: FeatureSet, ts_ns: int) -> int:
+        """The bar's number since the epoch (its slot is this modulo ``window``)."""
+        return ts_ns // (feature_set.interval_s * NS_PER_S)
+
     def slot_offset(self, feature_set: FeatureSet, ts_ns: int) -> int:
         """Byte offset of the record of the bar starting at ``ts_ns``."""
-        return HEADER_BYTES + self._slot(feature_set, ts_ns) * self.record_bytes(feature_set)
+        return self.bar_number(feature_set, ts_ns) % self.window * self.record_bytes(feature_set)
 
-    def refreshes_ttl(self, feature_set: FeatureSet, ts_ns: int) -> bool:
-        """Whether writing this bar refreshes the keys' TTL (the ring's first slot)."""
-        return self._slot(feature_set, ts_ns) == 0
-
-    def _slot(self, feature_set: FeatureSet, ts_ns: int) -> int:
-        return ts_ns // (feature_set.interval_s * NS_PER_S) % self.window
+    def check_symbols(self, feature_set: FeatureSet, symbols: Sequence[str]) -> None:
+        """Raise :class:`DataValidationError` unless ``symbols`` are distinct well-formed names."""
+        source = f"online write of {feature_set.name!r}"
+        if isinstance(symbols, str) or len(set(symbols)) != len(symbols):
+            raise DataValidationError(source, None, "symbols must be a sequence of distinct names")
+        bad = [s for s in symbols if not isinstance(s, str) or not _SYMBOL.match(s)]
+        if bad:
+            raise DataValidationError(source, None, f"malformed symbol(s) {bad[:5]}: letters, digits and ._/- only")
 
     def encode(self, feature_set: FeatureSet, ts_ns: int, symbols: Sequence[str], values: npt.ArrayLike) -> bytes:
-        """Check a write and pack its records, one per symbol, back to back.
+        """Check a write's values and pack its records, one per symbol, back to back.
+
+        ``symbols`` must have passed :meth:`check_symbols`.
 
         Raises:
             DataValidationError: see ``OnlineStore.write_latest``.
@@ -106,26 +128,18 @@ class OnlineLayout:
         expected = (len(symbols), len(feature_set))
         if array.shape != expected:
             raise DataValidationError(source, None, f"values have shape {array.shape}, expected {expected}")
-        if isinstance(symbols, str) or len(set(symbols)) != len(symbols):
-            raise DataValidationError(source, None, "symbols must be a sequence of distinct names")
-        bad = [s for s in symbols if not _SYMBOL.match(s)]
-        if bad:
-            raise DataValidationError(source, None, f"malformed symbol(s) {bad[:5]}: letters, digits and ._/- only")
-        if np.isinf(array).any():
-            row = int(np.flatnonzero(np.isinf(array).any(axis=1))[0])
-            column = feature_set.names[int(np.flatnonzero(np.isinf(array[row]))[0])]
-            raise DataValidationError(source, row + 1, f"{column} of {symbols[row]} is infinite")
-        too_big = np.abs(np.nan_to_num(array)) > np.finfo(np.float32).max
-        if too_big.any():
-            row = int(np.flatnonzero(too_big.any(axis=1))[0])
-            raise DataValidationError(source, row + 1, f"a value of {symbols[row]} does not fit in float32")
+        out_of_range = ~(np.abs(array) <= np.finfo(np.float32).max) & ~np.isnan(array)
+        if out_of_range.any():
+            row = int(np.flatnonzero(out_of_range.any(axis=1))[0])
+            column = feature_set.names[int(np.flatnonzero(out_of_range[row])[0])]
+            raise DataValidationError(source, row + 1, f"{column} of {symbols[row]} is infinite or beyond float32")
         if ts_ns <= 0 or ts_ns % (feature_set.interval_s * NS_PER_S):
             raise DataValidationError(source, None, f"ts_ns {ts_ns} is not a bar start of {feature_set.interval_s} s")
         if self.ttl_s < 2 * self.window * feature_set.interval_s:
             raise DataValidationError(
                 source, None, f"ttl_s {self.ttl_s} is shorter than two windows ({self.window} bars) of this set"
             )
-        records = np.empty(len(symbols), dtype=[("ts", ">i8"), ("values", "<f4", (len(feature_set),))])
+        records = np.empty(len(symbols), dtype=_record_dtype(feature_set))
         records["ts"] = ts_ns
         records["values"] = array
         return records.tobytes()
@@ -170,12 +184,23 @@ class OnlineLayout:
         latest_ts = ts.max(axis=1)
         self._check_fresh(feature_set, symbols, latest_ts, as_of_ns, max_age_s, now_ns)
         interval_ns = feature_set.interval_s * NS_PER_S
-        wanted = latest_ts[:, None] - interval_ns * np.arange(length - 1, -1, -1, dtype=np.int64)[None, :]
-        slots = (wanted // interval_ns) % ts.shape[1]
-        rows = np.arange(len(symbols))[:, None]
-        stored = ts[rows, slots] == wanted
-        values = records["values"][rows, slots].astype(np.float32)
-        values[~stored] = np.nan
+        back = interval_ns * np.arange(length - 1, -1, -1, dtype=np.int64)
+        window = ts.shape[1]
+        if len(latest_ts) and (latest_ts == latest_ts[0]).all():
+            # The usual case, every symbol written at the same bar: one slot order for all.
+            wanted_one = latest_ts[0] - back
+            order = (wanted_one // interval_ns) % window
+            stored = ts[:, order] == wanted_one[None, :]
+            values = records["values"][:, order]
+        else:
+            wanted = latest_ts[:, None] - back[None, :]
+            slots = (wanted // interval_ns) % window
+            rows = np.arange(len(symbols))[:, None]
+            stored = ts[rows, slots] == wanted
+            values = records["values"][rows, slots]
+        values = values.astype(np.float32, copy=False)
+        if not stored.all():
+            values[~stored] = np.nan
         return FeatureWindows(feature_set.name, feature_set.version, tuple(symbols), latest_ts, values, stored)
 
     def check_length(self, length: int) -> None:
@@ -201,24 +226,23 @@ class OnlineLayout:
                     "(recompute the features with this version, or use the model trained on the stored one)",
                 )
             raise MissingFeaturesError(feature_set.name, missing, "no online features stored")
-        dtype = np.dtype([("ts", ">i8"), ("values", "<f4", (len(feature_set),))])
-        header = self.header(feature_set)
-        rings = []
-        for symbol, blob in zip(symbols, blobs, strict=True):
-            assert blob is not None
-            if blob[:4] != header[:4] or blob[16:32] != header[16:32] or blob[6:8] != header[6:8]:
-                raise FeatureVersionError(
-                    feature_set.name, [symbol], "the stored value was not written for this feature-set version"
-                )
-            window = struct.unpack_from("<H", blob, 8)[0]
-            ring = np.frombuffer(blob, dtype=dtype, offset=HEADER_BYTES)
-            if len(ring) < window:  # a new key not yet written in every slot
-                ring = np.concatenate([ring, np.zeros(window - len(ring), dtype=dtype)])
-            rings.append(ring[:window])
-        if len({len(r) for r in rings}) > 1:
-            raise FeatureVersionError(feature_set.name, list(symbols), "stored windows differ in length")
-        stacked = np.stack(rings) if rings else np.zeros((0, self.window), dtype=dtype)
-        return stacked["ts"].astype(np.int64), stacked
+        size = self.value_bytes(feature_set)
+        odd = [s for s, blob in zip(symbols, blobs, strict=True) if blob is not None and len(blob) != size]
+        if odd:
+            raise FeatureVersionError(
+                feature_set.name, odd, f"stored values are not {size} bytes (another window length or layout)"
+            )
+        dtype = np.dtype([("ring", _record_dtype(feature_set), (self.window,)), ("header", "S32")])
+        values = np.frombuffer(b"".join(b for b in blobs if b is not None), dtype=dtype)
+        wrong = values["header"] != self.header(feature_set)
+        if wrong.any():
+            raise FeatureVersionError(
+                feature_set.name,
+                [s for s, w in zip(symbols, wrong.tolist(), strict=True) if w],
+                "the stored value was not written for this feature-set version",
+            )
+        ring = values["ring"]
+        return ring["ts"].astype(np.int64), ring
 
     def _check_fresh(
         self,
@@ -244,3 +268,7 @@ class OnlineLayout:
                 raise StaleFeaturesError(
                     feature_set.name, old, f"latest stored bar closed more than {max_age_s} s before now"
                 )
+
+
+def _record_dtype(feature_set: FeatureSet) -> np.dtype:
+    return np.dtype([("ts", ">i8"), ("values", "<f4", (len(feature_set),))])
