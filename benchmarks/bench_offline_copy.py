@@ -17,16 +17,15 @@ Measured in one fresh database on the same server, in the same run, on the same 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 
 import asyncpg
 
 from benchmarks.results_file import Figure, write_results
-from feature_store.database import ensure_partitions, open_pool, with_database
+from benchmarks.scratch_database import scratch_database
+from feature_store.database import ensure_partitions, open_pool
 from feature_store.market_data import MarketDataStore, to_records
 from feature_store.records import BAR_COLUMNS, TRADE_COLUMNS
-from feature_store.services import resolve_service_urls
 from feature_store.sources.synthetic import SyntheticMarketConfig, simulate_market
 
 ROWS_GENERATED = 2_000_000
@@ -44,12 +43,7 @@ async def _server_ceiling(conn: asyncpg.Connection, table: str, staged: str, fir
 
 
 async def run() -> None:
-    server_url = resolve_service_urls().database_url
-    name = "rrr_bench_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(with_database(server_url, "postgres"))
-    await admin.execute("CREATE DATABASE " + name)
-    try:
-        url = with_database(server_url, name)
+    async with scratch_database() as url:
         market = simulate_market(SyntheticMarketConfig(days=7))
         trades, bars = market.trades, market.bars()
         pool = await open_pool(url)
@@ -85,9 +79,6 @@ async def run() -> None:
             bars_rate = len(bars) / (time.perf_counter() - started)
         finally:
             await pool.close()
-    finally:
-        await admin.execute("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
-        await admin.close()
 
     into_trades = "server INSERT INTO trades SELECT (same rows) rows/s"
     write_results(

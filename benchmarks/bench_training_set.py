@@ -13,26 +13,19 @@ In one run, in a fresh database on the same server:
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 
-import asyncpg
-
 from benchmarks.results_file import Figure, write_results
-from feature_store.database import open_pool, with_database
+from benchmarks.scratch_database import scratch_database
+from feature_store.database import open_pool
 from feature_store.features import PRICE, SENTIMENT, compute_features
 from feature_store.postgres_store import PostgresOfflineStore
-from feature_store.services import resolve_service_urls
 from feature_store.sources.synthetic import SyntheticMarketConfig, simulate_market
 from feature_store.training import build_training_set, forward_return_labels, training_set_from_bars
 
 
 async def run() -> None:
-    server_url = resolve_service_urls().database_url
-    name = "rrr_bench_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(with_database(server_url, "postgres"))
-    await admin.execute("CREATE DATABASE " + name)
-    try:
+    async with scratch_database() as url:
         market = simulate_market(SyntheticMarketConfig())
         bars = market.bars()
         news = market.news.assign(score=market.news["label"].astype(float))
@@ -40,7 +33,7 @@ async def run() -> None:
         in_memory = training_set_from_bars([PRICE, SENTIMENT], bars, [15], news=news)
         in_memory_s = time.perf_counter() - started
         price, sentiment = compute_features(PRICE, bars), compute_features(SENTIMENT, bars, news=news)
-        pool = await open_pool(with_database(server_url, name))
+        pool = await open_pool(url)
         try:
             store = PostgresOfflineStore(pool)
             started = time.perf_counter()
@@ -54,9 +47,6 @@ async def run() -> None:
         finally:
             await pool.close()
         assert len(stored) == len(in_memory), (len(stored), len(in_memory))
-    finally:
-        await admin.execute("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
-        await admin.close()
     write_results(
         "bench_training_set",
         [

@@ -17,13 +17,12 @@ import pandas as pd
 
 from feature_store.features.registry import FeatureSet
 from feature_store.offline_frames import check_features, check_labels, empty_features, empty_labels
-from feature_store.online_layout import OnlineLayout
-from feature_store.stores import FeatureVectors, FeatureWindows
+from feature_store.online_layout import LayoutReads, OnlineLayout
 
 __all__ = ["InMemoryOfflineStore", "InMemoryOnlineStore"]
 
 
-class InMemoryOnlineStore:
+class InMemoryOnlineStore(LayoutReads):
     """The online store's behaviour (layout, refusals, TTL, errors) in a dict.
 
     Args:
@@ -80,47 +79,13 @@ class InMemoryOnlineStore:
         self._values[key] = bytearray(value)
         self._expires[key] = expires_ns
 
-    def read_latest(
-        self,
-        feature_set: FeatureSet,
-        symbols: Sequence[str],
-        *,
-        as_of_ns: int | None = None,
-        max_age_s: float | None = None,
-        now_ns: int | None = None,
-    ) -> FeatureVectors:
-        """See :meth:`feature_store.stores.OnlineStore.read_latest`."""
-        version, blobs = self._mget(feature_set, symbols)
-        return self.layout.decode_latest(
-            feature_set, symbols, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
-        )
-
-    def read_windows(
-        self,
-        feature_set: FeatureSet,
-        symbols: Sequence[str],
-        length: int,
-        *,
-        as_of_ns: int | None = None,
-        max_age_s: float | None = None,
-        now_ns: int | None = None,
-    ) -> FeatureWindows:
-        """See :meth:`feature_store.stores.OnlineStore.read_windows`."""
-        self.layout.check_length(length)
-        version, blobs = self._mget(feature_set, symbols)
-        return self.layout.decode_windows(
-            feature_set, symbols, length, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
-        )
-
     def _get(self, key: str) -> bytearray | None:
         if key in self._expires and self._expires[key] <= self._clock():
             del self._expires[key]
             self._values.pop(key, None)
         return self._values.get(key)
 
-    def _mget(self, feature_set: FeatureSet, symbols: Sequence[str]) -> tuple[bytes | None, list[bytes | None]]:
-        if isinstance(symbols, str):
-            raise TypeError("symbols must be a sequence of names, not one string")
+    def _fetch(self, feature_set: FeatureSet, symbols: Sequence[str]) -> tuple[bytes | None, list[bytes | None]]:
         version = self._get(self.layout.version_key(feature_set))
         blobs = [self._get(self.layout.key(feature_set, s)) for s in symbols]
         return (None if version is None else bytes(version)), [None if b is None else bytes(b) for b in blobs]

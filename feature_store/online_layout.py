@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import struct
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ from feature_store.features.registry import FeatureSet
 from feature_store.records import NS_PER_S
 from feature_store.stores import FeatureVectors, FeatureWindows
 
-__all__ = ["OnlineLayout"]
+__all__ = ["LayoutReads", "OnlineLayout"]
 
 _MAGIC = b"RRRF"
 _FORMAT = 1
@@ -272,3 +273,55 @@ class OnlineLayout:
 
 def _record_dtype(feature_set: FeatureSet) -> np.dtype:
     return np.dtype([("ts", ">i8"), ("values", "<f4", (len(feature_set),))])
+
+
+class LayoutReads(ABC):
+    """The read side every online backend shares: fetch the values, then decode and check them.
+
+    A backend sets ``layout`` and implements :meth:`_fetch` (one round trip).
+    """
+
+    layout: OnlineLayout
+
+    def read_latest(
+        self,
+        feature_set: FeatureSet,
+        symbols: Sequence[str],
+        *,
+        as_of_ns: int | None = None,
+        max_age_s: float | None = None,
+        now_ns: int | None = None,
+    ) -> FeatureVectors:
+        """See :meth:`feature_store.stores.OnlineStore.read_latest`."""
+        version, blobs = self._fetch_checked(feature_set, symbols)
+        return self.layout.decode_latest(
+            feature_set, symbols, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
+        )
+
+    def read_windows(
+        self,
+        feature_set: FeatureSet,
+        symbols: Sequence[str],
+        length: int,
+        *,
+        as_of_ns: int | None = None,
+        max_age_s: float | None = None,
+        now_ns: int | None = None,
+    ) -> FeatureWindows:
+        """See :meth:`feature_store.stores.OnlineStore.read_windows`."""
+        self.layout.check_length(length)
+        version, blobs = self._fetch_checked(feature_set, symbols)
+        return self.layout.decode_windows(
+            feature_set, symbols, length, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
+        )
+
+    def _fetch_checked(
+        self, feature_set: FeatureSet, symbols: Sequence[str]
+    ) -> tuple[bytes | None, list[bytes | None]]:
+        if isinstance(symbols, str):
+            raise TypeError("symbols must be a sequence of names, not one string")
+        return self._fetch(feature_set, symbols)
+
+    @abstractmethod
+    def _fetch(self, feature_set: FeatureSet, symbols: Sequence[str]) -> tuple[bytes | None, list[bytes | None]]:
+        """The stored version name and each symbol's value (None where absent), in one round trip."""

@@ -74,13 +74,7 @@ class PostgresOfflineStore:
         self, feature_set: FeatureSet, start_ns: int, end_ns: int, symbols: Sequence[str] | None = None
     ) -> pd.DataFrame:
         """See :meth:`feature_store.stores.OfflineStore.read_features`."""
-        # Column list built from the set's size only (integers), never from user text.
-        columns = ", ".join(f"vals[{i + 1}]" for i in range(len(feature_set)))
-        query = (
-            f"SELECT symbol, ts_ns, {columns} FROM features WHERE feature_set = $1 AND version = $2 "  # noqa: S608
-            "AND ts_ns >= $3 AND ts_ns < $4 AND ($5::text[] IS NULL OR symbol = ANY($5::text[])) "
-            "ORDER BY symbol, ts_ns"
-        )
+        query = _read_features_sql(len(feature_set))
         types = {"symbol": pa.string(), "ts_ns": pa.int64()} | {n: pa.float64() for n in feature_set.names}
         args = (feature_set.name, feature_set.version, start_ns, end_ns, _symbols(symbols))
         return await read_csv(self._pool, query, args, types)
@@ -121,6 +115,17 @@ class PostgresOfflineStore:
                 await conn.execute(_REGISTER, feature_set.name, feature_set.version, json.dumps(feature_set.describe()))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StorageError(f"registering feature set {feature_set.name!r} failed: {exc}") from exc
+
+
+def _read_features_sql(count: int) -> str:
+    # One CSV column per feature (``vals[1]`` ... ``vals[n]``) lets pyarrow parse floats in
+    # C; a column list cannot be a bind parameter, so it is built here from an integer
+    # alone. Every value the query compares with is a parameter.
+    columns = ", ".join(f"vals[{int(i) + 1}]" for i in range(int(count)))
+    return (
+        "SELECT symbol, ts_ns, " + columns + " FROM features WHERE feature_set = $1 AND version = $2 "  # noqa: S608
+        "AND ts_ns >= $3 AND ts_ns < $4 AND ($5::text[] IS NULL OR symbol = ANY($5::text[])) ORDER BY symbol, ts_ns"
+    )
 
 
 def _symbols(symbols: Sequence[str] | None) -> list[str] | None:

@@ -24,8 +24,7 @@ import redis
 
 from feature_store.errors import StorageError
 from feature_store.features.registry import FeatureSet
-from feature_store.online_layout import OnlineLayout
-from feature_store.stores import FeatureVectors, FeatureWindows
+from feature_store.online_layout import LayoutReads, OnlineLayout
 
 __all__ = ["RedisOnlineStore"]
 
@@ -55,7 +54,7 @@ return 0
 """
 
 
-class RedisOnlineStore:
+class RedisOnlineStore(LayoutReads):
     """Online features in Redis.
 
     Args:
@@ -110,41 +109,7 @@ class RedisOnlineStore:
         self._prepared = (feature_set.name, feature_set.version, list(symbols), keys)
         return keys
 
-    def read_latest(
-        self,
-        feature_set: FeatureSet,
-        symbols: Sequence[str],
-        *,
-        as_of_ns: int | None = None,
-        max_age_s: float | None = None,
-        now_ns: int | None = None,
-    ) -> FeatureVectors:
-        """See :meth:`feature_store.stores.OnlineStore.read_latest`."""
-        version, blobs = self._mget(feature_set, symbols)
-        return self.layout.decode_latest(
-            feature_set, symbols, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
-        )
-
-    def read_windows(
-        self,
-        feature_set: FeatureSet,
-        symbols: Sequence[str],
-        length: int,
-        *,
-        as_of_ns: int | None = None,
-        max_age_s: float | None = None,
-        now_ns: int | None = None,
-    ) -> FeatureWindows:
-        """See :meth:`feature_store.stores.OnlineStore.read_windows`."""
-        self.layout.check_length(length)
-        version, blobs = self._mget(feature_set, symbols)
-        return self.layout.decode_windows(
-            feature_set, symbols, length, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
-        )
-
-    def _mget(self, feature_set: FeatureSet, symbols: Sequence[str]) -> tuple[bytes | None, list[bytes | None]]:
-        if isinstance(symbols, str):
-            raise TypeError("symbols must be a sequence of names, not one string")
+    def _fetch(self, feature_set: FeatureSet, symbols: Sequence[str]) -> tuple[bytes | None, list[bytes | None]]:
         keys = [self.layout.version_key(feature_set)] + [self.layout.key(feature_set, s) for s in symbols]
         values = self._call(lambda: self._client.mget(keys), "read", feature_set)
         return values[0], list(values[1:])

@@ -184,6 +184,8 @@ def audit_point_in_time(
     rng = np.random.default_rng(seed)
     chosen = np.unique(np.append(rng.choice(times, size=min(cuts, len(times)) - 1, replace=False), times[-1]))
     universe = sorted(set(bars["symbol"].tolist()))
+    interval_s = interval_ns // NS_PER_S
+    labels_by_horizon = {h: forward_return_labels(bars, h, interval_s, symbols=universe) for h in horizons}
     leaks: list[Leak] = []
     for cut in chosen.tolist():
         known_bars = bars[bars["start_ns"] <= cut]
@@ -193,11 +195,10 @@ def audit_point_in_time(
             recomputed = compute_features(fs, known_bars, news=known_news, symbols=universe)
             recomputed = recomputed[recomputed["ts_ns"] == cut].set_index("symbol")
             leaks += _compare(rows, recomputed, [n for n in fs.names if n in rows], cut, rtol)
-        for horizon in horizons:
+        for horizon, all_labels in labels_by_horizon.items():
             name = label_name(horizon)
             if name in rows:
-                labels = forward_return_labels(bars, horizon, interval_ns // NS_PER_S, symbols=universe)
-                labels = labels[labels["ts_ns"] == cut].set_index("symbol").rename(columns={"value": name})
+                labels = all_labels[all_labels["ts_ns"] == cut].set_index("symbol").rename(columns={"value": name})
                 leaks += _compare(rows, labels, [name], cut, rtol)
     return leaks
 
