@@ -71,6 +71,8 @@ _up = maximum(_ret_1, 0.0)
 _down = maximum(-_ret_1, 0.0)
 _macd = (ewm(_log_close, 2.0 / 13.0) - ewm(_log_close, 2.0 / 27.0)) / _rvol_60
 _day = col("day_angle")
+_trades = col("trades")
+_resid_z = (_ret_1 - _beta_240 * _mkt_ret_1) / _rvol_60
 
 _FEATURES: dict[str, Feature] = {
     f.name: f
@@ -130,8 +132,23 @@ _FEATURES: dict[str, Feature] = {
         Feature("beta_240", _beta_240, "rolling 240-bar beta of the symbol's returns to the market factor"),
         Feature(
             "resid_ret_1_z",
-            (_ret_1 - _beta_240 * _mkt_ret_1) / _rvol_60,
+            _resid_z,
             "last bar's return net of beta times the market, in units of realized volatility",
+        ),
+        Feature(
+            "resid_z_ewm_10",
+            ewm(_resid_z, 0.1),
+            "exponentially weighted residual return z-score (alpha 0.1): recent idiosyncratic shocks",
+        ),
+        Feature(
+            "trade_rate_30_720",
+            log((rolling_sum(_trades, 30) + 1.0) / 30.0) - log((rolling_sum(_trades, 720) + 1.0) / 720.0),
+            "log trade count over 30 bars against 720 bars: activity (regime) indicator",
+        ),
+        Feature(
+            "trade_rate_ewm_20",
+            log1p(ewm(_trades, 0.05)) - log1p(_mean(_trades, 720)),
+            "log(1 + EWMA trade count, alpha 0.05) against the 720-bar mean",
         ),
         Feature(
             "news_score_hl_15", decay_sum(col("news_score"), 15.0), "headline scores, decayed sum, half-life 15 bars"
@@ -158,7 +175,8 @@ PRICE = _set(
         "ret_1", "ret_5", "ret_15", "ret_60", "ret_1_z", "ret_15_z", "rvol_15", "rvol_60", "rvol_240",
         "vol_ratio_15_240", "parkinson_30", "garman_klass_30", "volume_z_60", "vwap_dist_60", "rsi_14", "macd",
         "macd_hist", "imbalance_1", "imbalance_ewm_10", "imbalance_15", "tod_sin", "tod_cos", "mkt_ret_1",
-        "mkt_ret_15", "beta_240", "resid_ret_1_z",
+        "mkt_ret_15", "beta_240", "resid_ret_1_z", "resid_z_ewm_10", "trade_rate_30_720",
+        "trade_rate_ewm_20",
     ],
 )  # fmt: skip
 RISK = _set(

@@ -47,7 +47,7 @@ def test_version_is_stable_and_changes_with_the_math_or_interval() -> None:
 
 def test_registered_sets_have_their_models_features() -> None:
     assert set(FEATURE_SETS) == {"price", "risk", "sentiment"}
-    assert PRICE.lookback == 240
+    assert PRICE.lookback == 719  # trade_rate_30_720: 720 bars of trade counts
     assert "imbalance_ewm_10" in PRICE.names
     assert feature_set("risk").names[0] == "ret_1"
 

@@ -1,0 +1,225 @@
+"""What the three models share: devices, seeds, validation metrics and input checks.
+
+Metrics follow the usual quant conventions:
+
+- **IC**: the Pearson correlation, across symbols at one timestamp, of the forecast with the
+  realized forward return, averaged over timestamps. **Rank IC** is the same with ranks
+  (Spearman). **ICIR** is the mean of the per-timestamp IC over its standard deviation.
+- **Hit rate**: the share of (symbol, time) forecasts whose sign matches the realized
+  return (zero forecasts count as misses).
+- **Long-short backtest**: every ``horizon`` bars (non-overlapping holding periods), go long
+  the symbols with forecasts above the cross-sectional mean and short those below, weights
+  proportional to the demeaned forecast rank and scaled to a gross exposure of 1. The period
+  return is the weighted realized return less ``fee_bps`` per unit of turnover (the sum of
+  absolute weight changes). Sharpe is annualized from the holding period's length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from serving.errors import TrainingDataError
+
+__all__ = [
+    "LongShort",
+    "Split",
+    "autocast",
+    "check_finite_columns",
+    "cross_sectional_ics",
+    "long_short_backtest",
+    "pick_device",
+    "seed_everything",
+    "signal_metrics",
+    "walk_forward_splits",
+]
+
+SECONDS_PER_YEAR = 365.0 * 86400.0
+
+
+def pick_device(requested: str | None = None) -> str:
+    """``cuda`` when a GPU is there (or ``requested``), else ``cpu``."""
+    import torch
+
+    if requested:
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} was asked for but CUDA is not available on this machine")
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that a training run reproduces."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(device: str) -> contextlib.AbstractContextManager[object]:
+    """Mixed precision (bfloat16) on CUDA; a no-op on CPU, where float32 is faster here."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def check_finite_columns(model: str, frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Refuse NaN, infinite or constant columns, naming them and counting the bad rows."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise TrainingDataError(model, f"missing column(s) {missing}")
+    values = frame[list(columns)].to_numpy(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        counts = {c: int(n) for c, n in zip(columns, bad.sum(axis=0), strict=True) if n}
+        raise TrainingDataError(model, f"NaN or infinite values in {counts} (rows of {len(frame)})")
+    spread = values.max(axis=0) - values.min(axis=0) if len(values) else np.zeros(len(columns))
+    constant = [c for c, s in zip(columns, spread, strict=True) if s == 0.0]
+    if constant:
+        raise TrainingDataError(model, f"constant column(s) {constant}: they carry no information")
+
+
+def cross_sectional_ics(
+    frame: pd.DataFrame, forecast: str, realized: str, *, time: str = "ts_ns", rank: bool = False
+) -> pd.Series:
+    """Per-timestamp correlation of ``forecast`` and ``realized`` across symbols.
+
+    Timestamps with fewer than 3 symbols, or where either side is constant, are left out.
+    """
+    data = frame[[time, forecast, realized]].dropna()
+    x = data[forecast].astype(np.float64)
+    y = data[realized].astype(np.float64)
+    groups = data[time]
+    if rank:
+        x = x.groupby(groups).rank()
+        y = y.groupby(groups).rank()
+    dx = x - x.groupby(groups).transform("mean")
+    dy = y - y.groupby(groups).transform("mean")
+    parts = pd.DataFrame({"xy": dx * dy, "xx": dx * dx, "yy": dy * dy, "n": 1}).groupby(groups.to_numpy()).sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = parts["xy"] / np.sqrt(parts["xx"] * parts["yy"])
+    return corr[(parts["n"] >= 3) & np.isfinite(corr)]
+
+
+@dataclass(frozen=True, slots=True)
+class LongShort:
+    """Result of :func:`long_short_backtest`: per-period net returns and their summary."""
+
+    returns: pd.Series
+    sharpe: float
+    max_drawdown: float
+    turnover: float
+    total_return: float
+
+
+def long_short_backtest(
+    frame: pd.DataFrame,
+    forecast: str,
+    realized: str,
+    *,
+    horizon: int,
+    interval_s: int,
+    fee_bps: float = 2.0,
+    time: str = "ts_ns",
+) -> LongShort:
+    """Dollar-neutral rank-weighted long-short portfolio rebalanced every ``horizon`` bars."""
+    data = frame[[time, "symbol", forecast, realized]].dropna()
+    times = np.sort(data[time].unique())
+    keep = set(times[::horizon].tolist())
+    data = data[data[time].isin(keep)]
+    ranks = data.groupby(time)[forecast].rank()
+    centered = ranks - ranks.groupby(data[time]).transform("mean")
+    gross = centered.abs().groupby(data[time]).transform("sum")
+    weights = (centered / gross.where(gross > 0)).fillna(0.0)
+    frame_w = pd.DataFrame({"t": data[time], "s": data["symbol"], "w": weights})
+    wide_w = frame_w.pivot(index="t", columns="s", values="w").fillna(0.0)
+    wide_r = data.pivot(index=time, columns="symbol", values=realized).reindex_like(wide_w).fillna(0.0)
+    turnover = wide_w.diff().abs().sum(axis=1)
+    turnover.iloc[:1] = wide_w.iloc[:1].abs().sum(axis=1)
+    net = (wide_w * wide_r).sum(axis=1) - turnover * fee_bps / 1e4
+    periods_per_year = SECONDS_PER_YEAR / (horizon * interval_s)
+    sd = float(net.std(ddof=1)) if len(net) > 1 else float("nan")
+    sharpe = float(net.mean() / sd * math.sqrt(periods_per_year)) if sd and sd > 0 else float("nan")
+    equity = net.cumsum()
+    drawdown = float((equity.cummax().clip(lower=0.0) - equity).max()) if len(equity) else float("nan")
+    return LongShort(net, sharpe, drawdown, float(turnover.mean()), float(net.sum()))
+
+
+def signal_metrics(
+    frame: pd.DataFrame,
+    forecast: str,
+    realized: str,
+    *,
+    horizon: int,
+    interval_s: int,
+    fee_bps: float = 2.0,
+) -> dict[str, float]:
+    """IC, rank IC, ICIR, hit rate and the long-short backtest of one forecast column."""
+    ics = cross_sectional_ics(frame, forecast, realized)
+    rank_ics = cross_sectional_ics(frame, forecast, realized, rank=True)
+    valid = frame[[forecast, realized]].dropna()
+    hits = float((np.sign(valid[forecast]) == np.sign(valid[realized])).mean()) if len(valid) else float("nan")
+    book = long_short_backtest(frame, forecast, realized, horizon=horizon, interval_s=interval_s, fee_bps=fee_bps)
+    ic_sd = float(ics.std(ddof=1)) if len(ics) > 1 else float("nan")
+    return {
+        "ic": float(ics.mean()) if len(ics) else float("nan"),
+        "rank_ic": float(rank_ics.mean()) if len(rank_ics) else float("nan"),
+        "icir": float(ics.mean() / ic_sd) if ic_sd and ic_sd > 0 else float("nan"),
+        "hit_rate": hits,
+        "ls_sharpe": book.sharpe,
+        "ls_max_drawdown": book.max_drawdown,
+        "ls_turnover": book.turnover,
+        "ls_total_return": book.total_return,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """One walk-forward fold: train on ``[train_start, train_end)``, test on ``[test_start, test_end)``.
+
+    The gap between ``train_end`` and ``test_start`` is the embargo: labels of the last training
+    rows look ``horizon`` bars ahead and would otherwise overlap the test period.
+    """
+
+    train_start: int
+    train_end: int
+    test_start: int
+    test_end: int
+
+
+def walk_forward_splits(times: np.ndarray, folds: int, *, test_share: float, embargo: int) -> list[Split]:
+    """Expanding-window folds over sorted unique ``times``; the last fold is the holdout.
+
+    The final ``test_share`` of the timestamps is cut into ``folds`` consecutive test blocks;
+    each fold trains on everything before its block less ``embargo`` timestamps.
+    """
+    times = np.unique(times)
+    if folds < 1 or not 0.0 < test_share < 1.0:
+        raise ValueError(f"need folds >= 1 and 0 < test_share < 1, got {folds} and {test_share}")
+    first_test = int(len(times) * (1.0 - test_share))
+    edges = np.linspace(first_test, len(times), folds + 1).astype(int)
+    splits = []
+    for a, b in itertools.pairwise(edges):
+        train_end = a - embargo
+        if train_end <= 0 or b <= a:
+            raise ValueError(f"not enough timestamps ({len(times)}) for {folds} folds with an embargo of {embargo}")
+        end = int(times[b]) if b < len(times) else int(times[-1]) + 1
+        splits.append(Split(int(times[0]), int(times[train_end]), int(times[a]), end))
+    return splits
+
+
+def batches(count: int, size: int, *, shuffle: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    """Index batches over ``range(count)``, shuffled when a generator is given."""
+    order = shuffle.permutation(count) if shuffle is not None else np.arange(count)
+    for start in range(0, count, size):
+        yield order[start : start + size]

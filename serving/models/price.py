@@ -1,0 +1,505 @@
+"""Price model: forward-return forecast with an uncertainty, from a window of feature vectors.
+
+The network reads the last ``window`` feature vectors of a symbol (raw values: it carries its
+own normalization) and returns the expected log return over the next ``horizon`` bars and its
+standard deviation, in return units. Inside, it forecasts in units of the symbol's recent
+volatility (``rvol_60 * sqrt(horizon)``), which keeps one model valid across calm and wild
+symbols and regimes.
+
+Two paths are added: a linear path on the latest vector, initialized with the ridge solution
+(so training starts from the ridge baseline instead of from noise: at an R² of a fraction of a
+percent, a randomly initialized network spends its whole budget finding what ridge finds in
+closed form), and a sequence encoder over the window whose head starts at zero and learns what
+is not linear: interactions such as a shock response whose sign depends on the volatility
+regime. The encoder is a GRU or a causal TCN (``architecture``); :func:`select_architecture`
+chooses between them on the validation folds. The mean is trained on squared error and the
+log-variance on the Gaussian likelihood of the residual, so the uncertainty does not bend the
+mean.
+
+Validation is walk-forward: expanding training windows, an embargo of ``horizon`` bars before
+each test block, and the last block as the holdout on which the gates are measured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from serving.errors import TrainingDataError
+from serving.models.common import (
+    Split,
+    autocast,
+    batches,
+    check_finite_columns,
+    pick_device,
+    seed_everything,
+    signal_metrics,
+    walk_forward_splits,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "PriceConfig",
+    "PriceData",
+    "PriceResult",
+    "build_model",
+    "evaluate",
+    "gates",
+    "predict",
+    "select_architecture",
+    "train",
+]
+
+MODEL = "price"
+ORACLE_SHARE_GATE = 0.7
+
+
+def _default_features() -> tuple[str, ...]:
+    from feature_store.features.catalog import PRICE, SENTIMENT
+
+    return (*PRICE.names, *SENTIMENT.names)
+
+
+@dataclass(frozen=True)
+class PriceConfig:
+    """Hyperparameters and data layout of the price model (saved with it as JSON).
+
+    Attributes:
+        window: feature vectors per forecast (W).
+        horizon: forecast horizon in bars (H); the label is ``fwd_ret_{H}``.
+        architecture: ``gru`` or ``tcn`` sequence encoder.
+        features: input columns, in order.
+        scale_feature: the volatility column the forecast is expressed in units of.
+        train_stride: use every k-th training row per symbol (neighbouring labels overlap by
+            ``H - k`` bars, so little is lost and training is k times faster).
+        folds: walk-forward folds; the last is the holdout.
+        test_share: share of the timestamps covered by the test blocks.
+    """
+
+    window: int = 16
+    horizon: int = 15
+    architecture: str = "gru"
+    hidden: int = 32
+    epochs: int = 4
+    batch_size: int = 2048
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-2
+    train_stride: int = 2
+    ridge_alpha: float = 10.0
+    target_clip: float = 5.0
+    input_clip: float = 5.0
+    scale_feature: str = "rvol_60"
+    folds: int = 2
+    test_share: float = 0.3
+    early_stopping_share: float = 0.15
+    fee_bps: float = 2.0
+    seed: int = 7
+    interval_s: int = 60
+    features: tuple[str, ...] = field(default_factory=_default_features)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ("gru", "tcn"):
+            raise ValueError(f"architecture must be 'gru' or 'tcn', got {self.architecture!r}")
+        if self.window < 1 or self.horizon < 1 or self.epochs < 1:
+            raise ValueError("window, horizon and epochs must be >= 1")
+        if self.scale_feature not in self.features:
+            raise ValueError(f"scale_feature {self.scale_feature!r} must be one of the features")
+
+    @property
+    def label(self) -> str:
+        return f"fwd_ret_{self.horizon}"
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["features"] = list(self.features)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PriceConfig:
+        return cls(**{**data, "features": tuple(data["features"])})
+
+
+@dataclass(frozen=True)
+class PriceData:
+    """A training set for the price model and the feature-set versions that produced it.
+
+    Attributes:
+        frame: ``symbol, ts_ns``, the feature columns, the label and optionally ``oracle``
+            (the synthetic market's true expected return, for the oracle share).
+        feature_versions: ``{feature set name: version}`` of the sets the columns came from.
+    """
+
+    frame: pd.DataFrame
+    feature_versions: Mapping[str, str]
+
+
+@dataclass
+class PriceResult:
+    """A trained price model with its validation."""
+
+    model: nn.Module
+    config: PriceConfig
+    metrics: dict[str, float]
+    folds: list[dict[str, float]]
+    holdout: pd.DataFrame
+    train_window: tuple[int, int]
+    train_seconds: float
+    device: str
+
+
+# --------------------------------------------------------------------------- the network
+
+
+def build_model(config: PriceConfig) -> nn.Module:
+    """A fresh, untrained network for ``config`` (also used to load saved weights)."""
+    import torch
+    from torch import nn
+
+    n_features = len(config.features)
+    scale_index = config.features.index(config.scale_feature)
+
+    class _CausalConv(nn.Module):
+        def __init__(self, width: int, dilation: int) -> None:
+            super().__init__()
+            self.pad = dilation
+            self.conv = nn.Conv1d(width, width, 2, dilation=dilation)
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return z + nn.functional.gelu(self.conv(nn.functional.pad(z, (self.pad, 0))))
+
+    class PriceNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.zeros(n_features))
+            self.register_buffer("std", torch.ones(n_features))
+            self.linear = nn.Linear(n_features, 2)
+            if config.architecture == "gru":
+                self.encoder: nn.Module = nn.GRU(n_features, config.hidden, batch_first=True)
+            else:
+                dilations = [2**k for k in range(max(1, math.ceil(math.log2(max(config.window, 2)))))]
+                self.encoder = nn.Sequential(
+                    nn.Conv1d(n_features, config.hidden, 1), *(_CausalConv(config.hidden, d) for d in dilations)
+                )
+            self.head = nn.Sequential(
+                nn.Linear(config.hidden + n_features, config.hidden), nn.GELU(), nn.Linear(config.hidden, 2)
+            )
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
+
+        def normalized(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """Forecast and log-variance in units of recent volatility."""
+            x = ((windows - self.mean) / self.std).clamp(-config.input_clip, config.input_clip)
+            x = torch.nan_to_num(x, nan=0.0)
+            if config.architecture == "gru":
+                encoded = self.encoder(x)[0][:, -1]
+            else:
+                encoded = self.encoder(x.transpose(1, 2))[:, :, -1]
+            out = self.linear(x[:, -1]) + self.head(torch.cat([encoded, x[:, -1]], dim=1))
+            return out[:, 0], out[:, 1].clamp(-8.0, 8.0)
+
+        def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """Expected log return over the horizon and its standard deviation, per window."""
+            mu, log_var = self.normalized(windows)
+            scale = windows[:, -1, scale_index].abs() * math.sqrt(config.horizon)
+            return mu.float() * scale, torch.exp(0.5 * log_var.float()) * scale
+
+    return PriceNet()
+
+
+def predict(model: nn.Module, windows: np.ndarray, *, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Forecasts (mean, standard deviation) for raw feature windows of shape (N, W, F)."""
+    import torch
+
+    if windows.ndim != 3:
+        raise ValueError(f"windows must have shape (N, W, F), got {windows.shape}")
+    device = next(model.parameters()).device
+    model.eval()
+    means, stds = [], []
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch_size):
+            chunk = torch.as_tensor(windows[start : start + batch_size], dtype=torch.float32, device=device)
+            with autocast(device.type):
+                mu, sd = model(chunk)
+            means.append(mu.float().cpu().numpy())
+            stds.append(sd.float().cpu().numpy())
+    if not means:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(means).astype(np.float64), np.concatenate(stds).astype(np.float64)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Prepared:
+    """The training set as one (rows, features) matrix, symbol-major, plus sample indices."""
+
+    keys: pd.DataFrame  # symbol, ts_ns, label, oracle? per row
+    values: np.ndarray  # float32 (rows, F), raw
+    samples: np.ndarray  # row indices that have a full window and a label
+
+
+def check_data(data: PriceData, config: PriceConfig) -> None:
+    """Refuse unusable training data with a clear error, before any training."""
+    from feature_store.features.catalog import FEATURE_SETS
+
+    frame = data.frame
+    for name, version in data.feature_versions.items():
+        known = FEATURE_SETS.get(name)
+        if known is None:
+            raise TrainingDataError(MODEL, f"unknown feature set {name!r}")
+        if known.version != version:
+            raise TrainingDataError(
+                MODEL, f"feature set {name!r} is version {version}, but this code computes {known.version}: rebuild it"
+            )
+    covered = set()
+    for name in data.feature_versions:
+        covered.update(FEATURE_SETS[name].names)
+    uncovered = [f for f in config.features if f not in covered]
+    if uncovered:
+        raise TrainingDataError(MODEL, f"features {uncovered} come from no feature set named in feature_versions")
+    missing = [c for c in ("symbol", "ts_ns", *config.features, config.label) if c not in frame.columns]
+    if missing:
+        raise TrainingDataError(MODEL, f"missing column(s) {missing}")
+    if frame.duplicated(["symbol", "ts_ns"]).any():
+        raise TrainingDataError(MODEL, "duplicated (symbol, ts_ns) rows")
+
+
+def _prepare(data: PriceData, config: PriceConfig) -> _Prepared:
+    check_data(data, config)
+    frame = data.frame.sort_values(["symbol", "ts_ns"], kind="stable").reset_index(drop=True)
+    features = list(config.features)
+    values = frame[features].to_numpy(np.float64)
+    complete = np.isfinite(values).all(axis=1)
+    # Leading rows of a symbol are its warm-up; after its first complete row, a gap is an error.
+    started = pd.Series(complete).groupby(frame["symbol"].to_numpy()).cummax().to_numpy()
+    frame, values = frame[started].reset_index(drop=True), values[started]
+    check_finite_columns(MODEL, frame, [*features, config.label])
+    step = np.diff(frame["ts_ns"].to_numpy())
+    same = frame["symbol"].to_numpy()[1:] == frame["symbol"].to_numpy()[:-1]
+    if (same & (step != config.interval_s * 1_000_000_000)).any():
+        raise TrainingDataError(MODEL, f"bars are not consecutive {config.interval_s}-second bars within a symbol")
+    position = frame.groupby("symbol").cumcount().to_numpy()
+    samples = np.flatnonzero(position >= config.window - 1)
+    min_rows = 50 * config.folds + config.window
+    if len(samples) < min_rows or frame["ts_ns"].nunique() < 4 * config.horizon * (config.folds + 1):
+        raise TrainingDataError(
+            MODEL, f"too few rows: {len(samples)} usable windows over {frame['ts_ns'].nunique()} timestamps"
+        )
+    keys = frame[["symbol", "ts_ns", config.label]].copy()
+    if "oracle" in frame:
+        keys["oracle"] = frame["oracle"].to_numpy()
+    return _Prepared(keys, values.astype(np.float32), samples)
+
+
+def _windows(prepared: _Prepared, rows: np.ndarray, window: int) -> np.ndarray:
+    return prepared.values[rows[:, None] + np.arange(-window + 1, 1)[None, :]]
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    design = np.c_[x, np.ones(len(x))]
+    penalty = alpha * np.eye(design.shape[1])
+    penalty[-1, -1] = 0.0
+    solution: np.ndarray = np.linalg.solve(design.T @ design + penalty, design.T @ y)
+    return solution
+
+
+def _fit_fold(
+    prepared: _Prepared, train_rows: np.ndarray, config: PriceConfig, device: str
+) -> tuple[nn.Module, np.ndarray, np.ndarray]:
+    """Train one network on ``train_rows``; returns it with the ridge weights and normalization."""
+    import torch
+
+    seed_everything(config.seed)
+    model = build_model(config).to(device)
+    raw = prepared.values[train_rows].astype(np.float64)
+    mean, std = raw.mean(axis=0), raw.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    scale_index = config.features.index(config.scale_feature)
+    label = prepared.keys[config.label].to_numpy()
+    scale = np.abs(prepared.values[:, scale_index].astype(np.float64)) * math.sqrt(config.horizon)
+    target = np.clip(label / np.where(scale > 0, scale, np.nan), -config.target_clip, config.target_clip)
+    target = np.nan_to_num(target).astype(np.float32)
+    x_last = np.clip((raw - mean) / std, -config.input_clip, config.input_clip)
+    beta = _ridge(x_last, target[train_rows].astype(np.float64), config.ridge_alpha)
+    residual_var = float(np.var(target[train_rows] - np.c_[x_last, np.ones(len(x_last))] @ beta))
+    with torch.no_grad():
+        model.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        model.std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        model.linear.weight.zero_()
+        model.linear.bias.zero_()
+        model.linear.weight[0] = torch.as_tensor(beta[:-1], dtype=torch.float32)
+        model.linear.bias[0] = float(beta[-1])
+        model.linear.bias[1] = math.log(max(residual_var, 1e-6))
+
+    # Early stopping on the last part of the training window (embargoed from the rest).
+    times = np.unique(prepared.keys["ts_ns"].to_numpy()[train_rows])
+    cut = times[int(len(times) * (1.0 - config.early_stopping_share))]
+    embargo_end = times[max(0, int(len(times) * (1.0 - config.early_stopping_share)) - config.horizon)]
+    row_times = prepared.keys["ts_ns"].to_numpy()[train_rows]
+    fit_rows = train_rows[row_times < embargo_end][:: config.train_stride]
+    stop_rows = train_rows[row_times >= cut]
+    values = torch.as_tensor(prepared.values, device=device)
+    targets = torch.as_tensor(target, device=device)
+    offsets = torch.arange(-config.window + 1, 1, device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+
+    def stop_score() -> float:
+        mu, _ = predict(model, _windows(prepared, stop_rows, config.window))
+        frame = prepared.keys.iloc[stop_rows].assign(forecast=mu)
+        return signal_metrics(frame, "forecast", config.label, horizon=config.horizon, interval_s=config.interval_s)[
+            "ic"
+        ]
+
+    best_score, best_state = stop_score(), {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for _ in range(config.epochs):
+        model.train()
+        for batch in batches(len(fit_rows), config.batch_size, shuffle=rng):
+            rows = torch.as_tensor(fit_rows[batch], device=device)
+            windows = values[rows[:, None] + offsets]
+            y = targets[rows]
+            with autocast(device):
+                mu, log_var = model.normalized(windows)
+            mu, log_var = mu.float(), log_var.float()
+            loss = ((mu - y) ** 2).mean() + 0.5 * (log_var + (y - mu.detach()) ** 2 * torch.exp(-log_var)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        score = stop_score()
+        if score > best_score:
+            best_score, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, beta, np.stack([mean, std])
+
+
+def _score_fold(
+    prepared: _Prepared, model: nn.Module, beta: np.ndarray, norm: np.ndarray, rows: np.ndarray, config: PriceConfig
+) -> pd.DataFrame:
+    mu, sd = predict(model, _windows(prepared, rows, config.window))
+    scale_index = config.features.index(config.scale_feature)
+    raw = prepared.values[rows].astype(np.float64)
+    x_last = np.clip((raw - norm[0]) / norm[1], -config.input_clip, config.input_clip)
+    ridge = (np.c_[x_last, np.ones(len(rows))] @ beta) * np.abs(raw[:, scale_index]) * math.sqrt(config.horizon)
+    out = prepared.keys.iloc[rows].copy()
+    out["forecast"] = mu
+    out["forecast_std"] = sd
+    out["ridge"] = ridge
+    out["zero"] = 0.0
+    return out
+
+
+def evaluate(scored: pd.DataFrame, config: PriceConfig) -> dict[str, float]:
+    """Every validation metric of a scored frame (``forecast``, ``ridge``, ``zero``, ``oracle``)."""
+    label = config.label
+    kwargs = {"horizon": config.horizon, "interval_s": config.interval_s, "fee_bps": config.fee_bps}
+    out: dict[str, float] = {"rows": float(len(scored))}
+    finite = np.isfinite(scored["forecast"]).all() and np.isfinite(scored["forecast_std"]).all()
+    out["outputs_finite"] = float(finite)
+    realized = scored[label].to_numpy()
+    mse_zero = float(np.mean(realized**2))
+    for name in ("forecast", "ridge", "oracle"):
+        if name not in scored:
+            continue
+        metrics = signal_metrics(scored, name, label, **kwargs)
+        prefix = "" if name == "forecast" else f"{name}_"
+        out.update({f"{prefix}{k}": v for k, v in metrics.items()})
+        mse = float(np.mean((scored[name].to_numpy() - realized) ** 2))
+        out[f"{prefix}oos_r2"] = 1.0 - mse / mse_zero if mse_zero > 0 else float("nan")
+    out.update(zero_ic=0.0, zero_rank_ic=0.0, zero_hit_rate=0.0, zero_oos_r2=0.0, zero_ls_total_return=0.0)
+    if "oracle" in scored:
+        out["oracle_share"] = out["ic"] / out["oracle_ic"] if out["oracle_ic"] > 0 else float("nan")
+        out["oracle_rank_share"] = out["rank_ic"] / out["oracle_rank_ic"] if out["oracle_rank_ic"] > 0 else float("nan")
+    # Calibration of the uncertainty: share of realized returns inside the +-1 sd band.
+    inside = np.abs(realized - scored["forecast"].to_numpy()) <= scored["forecast_std"].to_numpy()
+    out["coverage_1sd"] = float(inside.mean())
+    return out
+
+
+def gates(metrics: Mapping[str, float]) -> dict[str, bool]:
+    """The price model's promotion gates, each True when passed."""
+    ic, ridge_ic = metrics.get("ic", float("nan")), metrics.get("ridge_ic", float("nan"))
+    oracle_ic = metrics.get("oracle_ic", float("nan"))
+    return {
+        "outputs_finite": metrics.get("outputs_finite", 0.0) == 1.0,
+        "ic_above_ridge": bool(np.isfinite(ic) and ic > ridge_ic),
+        "ic_at_least_0.7_oracle": bool(np.isfinite(oracle_ic) and ic >= ORACLE_SHARE_GATE * oracle_ic),
+    }
+
+
+def train(data: PriceData, config: PriceConfig | None = None, *, device: str | None = None) -> PriceResult:
+    """Walk-forward train and validate; the model of the last fold (the holdout) is returned."""
+    import torch
+
+    config = config or PriceConfig()
+    prepared = _prepare(data, config)
+    device = pick_device(device)
+    if device == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    started = time.perf_counter()
+    sample_times = prepared.keys["ts_ns"].to_numpy()[prepared.samples]
+    splits = walk_forward_splits(sample_times, config.folds, test_share=config.test_share, embargo=config.horizon)
+    fold_metrics, scored, model = [], pd.DataFrame(), None
+    for split in splits:
+        model, scored, metrics = _run_fold(prepared, split, config, device, sample_times)
+        fold_metrics.append(metrics)
+    assert model is not None
+    holdout_metrics = dict(fold_metrics[-1])
+    for key in ("ic", "rank_ic", "ridge_ic", "hit_rate"):
+        holdout_metrics[f"walk_forward_{key}"] = float(np.mean([m[key] for m in fold_metrics]))
+    last = splits[-1]
+    return PriceResult(
+        model=model,
+        config=config,
+        metrics=holdout_metrics,
+        folds=fold_metrics,
+        holdout=scored,
+        train_window=(last.train_start, last.train_end),
+        train_seconds=time.perf_counter() - started,
+        device=device,
+    )
+
+
+def _run_fold(
+    prepared: _Prepared, split: Split, config: PriceConfig, device: str, sample_times: np.ndarray
+) -> tuple[nn.Module, pd.DataFrame, dict[str, float]]:
+    train_rows = prepared.samples[(sample_times >= split.train_start) & (sample_times < split.train_end)]
+    test_rows = prepared.samples[(sample_times >= split.test_start) & (sample_times < split.test_end)]
+    model, beta, norm = _fit_fold(prepared, train_rows, config, device)
+    scored = _score_fold(prepared, model, beta, norm, test_rows, config)
+    return model, scored, evaluate(scored, config)
+
+
+def select_architecture(
+    data: PriceData, config: PriceConfig | None = None, candidates: Sequence[str] = ("gru", "tcn")
+) -> tuple[str, dict[str, float]]:
+    """Pick the encoder with the best mean IC on the validation folds (never the holdout).
+
+    With ``folds`` walk-forward folds, the first ``folds - 1`` are used; with one fold, the
+    training window is split once more.
+    """
+    config = config or PriceConfig()
+    probe = config if config.folds > 1 else replace(config, folds=2)
+    prepared = _prepare(data, probe)
+    sample_times = prepared.keys["ts_ns"].to_numpy()[prepared.samples]
+    splits = walk_forward_splits(sample_times, probe.folds, test_share=probe.test_share, embargo=probe.horizon)
+    scores = {}
+    for architecture in candidates:
+        candidate = replace(probe, architecture=architecture)
+        ics = [_run_fold(prepared, s, candidate, pick_device(), sample_times)[2]["ic"] for s in splits[:-1]]
+        scores[architecture] = float(np.mean(ics))
+    best = max(scores, key=lambda a: scores[a])
+    return best, scores
