@@ -104,6 +104,7 @@ async def run_demo() -> int:
         await _features(store, PostgresOfflineStore(pool), urls.redis_url, config)
     finally:
         await pool.close()
+    _models(config)
     print(f"demo finished in {time.perf_counter() - wall:.1f} s; `make stop` stops the servers")
     return 0
 
@@ -138,6 +139,38 @@ async def _features(
         f"training set: {len(training):,} rows x {training.shape[1] - 2} columns (price + sentiment features, "
         f"15-bar forward return) built from the offline store in {time.perf_counter() - started:.2f} s"
     )
+
+
+def _models(config: SyntheticMarketConfig) -> None:
+    """Train, validate, register and (gates permitting) promote the three models.
+
+    ``RRR_DEMO_MODELS=small`` trains with the small settings the tests use.
+    """
+    from feature_store.sources.synthetic import simulate_market
+    from serving.training import FULL, SMALL, report_table, train_all
+
+    settings = SMALL if os.environ.get("RRR_DEMO_MODELS", "full") == "small" else FULL
+    started = time.perf_counter()
+    reports = train_all(simulate_market(config), settings)
+    print(f"models: trained, validated and stored in {time.perf_counter() - started:.1f} s")
+    print(report_table(reports))
+    p, s, r = reports["price"].metrics, reports["sentiment"].metrics, reports["risk"].metrics
+    print(
+        f"  price holdout: IC {p['ic']:.4f} (ridge {p['ridge_ic']:.4f}, oracle {p['oracle_ic']:.4f}, "
+        f"share {p['oracle_share']:.2f}), rank IC {p['rank_ic']:.4f}, hit rate {p['hit_rate']:.3f}, "
+        f"long-short Sharpe {p['ls_sharpe']:.2f} net of fees"
+    )
+    print(
+        f"  sentiment: holdout macro-F1 {s['holdout_macro_f1']:.3f}; unseen phrasings {s['unseen_macro_f1']:.3f} "
+        f"vs lexicon {s['lexicon_unseen_macro_f1']:.3f}; sentiment feature rank IC {s['sentiment_feature_rank_ic']:.4f}"
+    )
+    for index in ("SP500", "NASDAQ"):
+        print(
+            f"  risk {index}: VaR99 exceedances {r[f'{index}_exceedance_rate']:.4f} (Kupiec p "
+            f"{r[f'{index}_kupiec_p']:.3g}); pinball {r[f'{index}_pinball']:.6f} vs EWMA "
+            f"{r[f'{index}_ewma_pinball']:.6f}, GARCH {r[f'{index}_garch_pinball']:.6f}"
+        )
+    print("  `python -m serving.registry list` shows the store")
 
 
 def main() -> int:
