@@ -95,6 +95,7 @@ class ModelRecord:
     created: str
     metadata: dict[str, Any]
     path: Path
+    labels: dict[str, str]
 
     @property
     def gates(self) -> dict[str, bool]:
@@ -163,6 +164,7 @@ def _record(model: Any) -> ModelRecord:
         created=info.creation_time.isoformat(),
         metadata=dict(info.metadata),
         path=Path(model.path),
+        labels=dict(info.labels),
     )
 
 
@@ -260,8 +262,7 @@ def rollback(name: str) -> ModelRecord:
 
 
 def _promoted_at(record: ModelRecord) -> float | None:
-    bentoml = _bentoml()
-    raw = bentoml.models.get(record.tag).info.labels.get("promoted_at")
+    raw = record.labels.get("promoted_at")
     try:
         value = float(raw) if raw is not None else None
     except ValueError:

@@ -442,13 +442,9 @@ def gates(metrics: Mapping[str, float]) -> dict[str, bool]:
 
 def train(data: PriceData, config: PriceConfig | None = None, *, device: str | None = None) -> PriceResult:
     """Walk-forward train and validate; the model of the last fold (the holdout) is returned."""
-    import torch
-
     config = config or PriceConfig()
     prepared = _prepare(data, config)
     device = pick_device(device)
-    if device == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
     sample_times = prepared.keys["ts_ns"].to_numpy()[prepared.samples]
     splits = walk_forward_splits(sample_times, config.folds, test_share=config.test_share, embargo=config.horizon)

@@ -297,7 +297,6 @@ def train(
         x_train, base_train, y_train = x_train[keep], base_train[keep], y_train[keep]
     model = build_model(config).to(device)
     xt = torch.as_tensor(x_train, device=device)
-    bt = torch.as_tensor(base_train, dtype=torch.float32, device=device)
     yt = torch.as_tensor((y_train**2) / base_train, dtype=torch.float32, device=device)  # r^2 in units of base
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
@@ -310,7 +309,6 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    del bt
     model.eval()
     # Filtered historical simulation: quantiles of standardized training residuals.
     z_model, z_ewma = [], []
