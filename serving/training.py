@@ -38,7 +38,7 @@ FULL = TrainSettings()
 SMALL = TrainSettings(
     price=price.PriceConfig(epochs=1, hidden=16, train_stride=4),
     sentiment=sentiment.SentimentConfig(epochs=2, finetune_layers=1),
-    risk=risk.RiskConfig(steps=600, max_train_rows=100_000),
+    risk=risk.RiskConfig(max_train_rows=100_000),
 )
 
 

@@ -113,7 +113,11 @@ def cross_sectional_ics(
 
 @dataclass(frozen=True, slots=True)
 class LongShort:
-    """Result of :func:`long_short_backtest`: per-period net returns and their summary."""
+    """Result of :func:`long_short_backtest`.
+
+    ``returns`` holds one net return per bar: the book's return over the ``horizon`` bars that
+    start there, divided by ``horizon`` (the share of capital that sleeve holds).
+    """
 
     returns: pd.Series
     sharpe: float
@@ -132,27 +136,38 @@ def long_short_backtest(
     fee_bps: float = 2.0,
     time: str = "ts_ns",
 ) -> LongShort:
-    """Dollar-neutral rank-weighted long-short portfolio rebalanced every ``horizon`` bars."""
+    """Dollar-neutral rank-weighted long-short book, held ``horizon`` bars, net of fees.
+
+    The capital is split into ``horizon`` staggered sleeves, one rebalancing at each bar offset
+    (overlapping portfolios): every timestamp's forecast trades, and the result does not hang
+    on which bar the rebalancing clock happens to start at. ``turnover`` is the mean one-way
+    turnover of a sleeve per rebalance; fees are charged on it. The Sharpe ratio is annualized
+    from non-overlapping blocks of ``horizon`` bars.
+    """
     data = frame[[time, "symbol", forecast, realized]].dropna()
-    times = np.sort(data[time].unique())
-    keep = set(times[::horizon].tolist())
-    data = data[data[time].isin(keep)]
     ranks = data.groupby(time)[forecast].rank()
     centered = ranks - ranks.groupby(data[time]).transform("mean")
     gross = centered.abs().groupby(data[time]).transform("sum")
-    weights = (centered / gross.where(gross > 0)).fillna(0.0)
-    frame_w = pd.DataFrame({"t": data[time], "s": data["symbol"], "w": weights})
-    wide_w = frame_w.pivot(index="t", columns="s", values="w").fillna(0.0)
+    data = data.assign(w=(centered / gross.where(gross > 0)).fillna(0.0))
+    wide_w = data.pivot(index=time, columns="symbol", values="w").fillna(0.0)
     wide_r = data.pivot(index=time, columns="symbol", values=realized).reindex_like(wide_w).fillna(0.0)
-    turnover = wide_w.diff().abs().sum(axis=1)
-    turnover.iloc[:1] = wide_w.iloc[:1].abs().sum(axis=1)
-    net = (wide_w * wide_r).sum(axis=1) - turnover * fee_bps / 1e4
+    nets, turnovers = [], []
+    for offset in range(min(horizon, len(wide_w))):
+        w, r = wide_w.iloc[offset::horizon], wide_r.iloc[offset::horizon]
+        turnover = w.diff().abs().sum(axis=1)
+        turnover.iloc[:1] = w.iloc[:1].abs().sum(axis=1)
+        nets.append((w * r).sum(axis=1) - turnover * fee_bps / 1e4)
+        turnovers.append(turnover)
+    if not nets:
+        return LongShort(pd.Series(dtype=float), float("nan"), float("nan"), float("nan"), 0.0)
+    net = pd.concat(nets).sort_index() / horizon
+    blocks = net.groupby(np.arange(len(net)) // horizon).sum()
     periods_per_year = SECONDS_PER_YEAR / (horizon * interval_s)
-    sd = float(net.std(ddof=1)) if len(net) > 1 else float("nan")
-    sharpe = float(net.mean() / sd * math.sqrt(periods_per_year)) if sd and sd > 0 else float("nan")
+    sd = float(blocks.std(ddof=1)) if len(blocks) > 1 else float("nan")
+    sharpe = float(blocks.mean() / sd * math.sqrt(periods_per_year)) if sd and sd > 0 else float("nan")
     equity = net.cumsum()
-    drawdown = float((equity.cummax().clip(lower=0.0) - equity).max()) if len(equity) else float("nan")
-    return LongShort(net, sharpe, drawdown, float(turnover.mean()), float(net.sum()))
+    drawdown = float((equity.cummax().clip(lower=0.0) - equity).max())
+    return LongShort(net, sharpe, drawdown, float(pd.concat(turnovers).mean()), float(net.sum()))
 
 
 def signal_metrics(

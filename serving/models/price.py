@@ -1,20 +1,30 @@
 """Price model: forward-return forecast with an uncertainty, from a window of feature vectors.
 
 The network reads the last ``window`` feature vectors of a symbol (raw values: it carries its
-own normalization) and returns the expected log return over the next ``horizon`` bars and its
-standard deviation, in return units. Inside, it forecasts in units of the symbol's recent
-volatility (``rvol_60 * sqrt(horizon)``), which keeps one model valid across calm and wild
-symbols and regimes.
+own normalization) and returns the expected log return over the next ``horizon`` bars relative
+to the cross-section of symbols (the market-neutral part, which is what a long-short book
+trades) and its standard deviation, in return units. Inside, it forecasts in units of the
+symbol's recent volatility (``rvol_60 * sqrt(horizon)``), which keeps one model valid across
+calm and wild symbols and regimes.
 
-Two paths are added: a linear path on the latest vector, initialized with the ridge solution
-(so training starts from the ridge baseline instead of from noise: at an R² of a fraction of a
-percent, a randomly initialized network spends its whole budget finding what ridge finds in
-closed form), and a sequence encoder over the window whose head starts at zero and learns what
-is not linear: interactions such as a shock response whose sign depends on the volatility
-regime. The encoder is a GRU or a causal TCN (``architecture``); :func:`select_architecture`
-chooses between them on the validation folds. The mean is trained on squared error and the
-log-variance on the Gaussian likelihood of the residual, so the uncertainty does not bend the
-mean.
+The inputs come in two groups. *Signal* features (recent residual returns, order-flow
+imbalance, news) enter the forecast linearly, but with coefficients that depend on the
+*context*: the market state read from activity, volatility ratios and the time of day. In
+markets where a shock continues in one regime and reverses in another, a fixed linear model
+(ridge) averages the two responses away; a varying-coefficient model keeps both. The
+forecast is
+
+    mean = sum_j signal_j * (c_j0 + sum_k c_jk * context_k + sum_m d_jm * g_m(context window))
+
+where ``c`` is fitted in closed form (ridge on the signal x context products, at an R² of a
+fraction of a percent the closed form is exactly what gradient descent would approach, with
+none of its noise) and ``g`` is a sequence encoder (GRU or causal TCN, ``architecture``) over
+the last ``window`` context vectors, trained by gradient descent with early stopping to refine
+the regime estimate beyond what the latest vector shows. Its output starts at zero, so
+training starts from the closed-form model and early stopping keeps it where the encoder does
+not help. :func:`select_architecture` chooses the encoder on the validation folds. The
+log-variance is trained on the Gaussian likelihood of the residual, so the uncertainty does
+not bend the mean. The label is demeaned across symbols at each timestamp before fitting.
 
 Validation is walk-forward: expanding training windows, an embargo of ``horizon`` bars before
 each test block, and the last block as the holdout on which the gates are measured.
@@ -25,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,10 +73,15 @@ MODEL = "price"
 ORACLE_SHARE_GATE = 0.7
 
 
-def _default_features() -> tuple[str, ...]:
-    from feature_store.features.catalog import PRICE, SENTIMENT
-
-    return (*PRICE.names, *SENTIMENT.names)
+SIGNAL_FEATURES = (
+    "resid_z_ewm_10",
+    "resid_ret_1_z",
+    "imbalance_ewm_10",
+    "imbalance_15",
+    "ret_15_z",
+    "news_score_hl_60",
+)
+CONTEXT_FEATURES = ("trade_rate_30_720", "trade_rate_ewm_20", "vol_ratio_15_240", "tod_cos", "tod_sin")
 
 
 @dataclass(frozen=True)
@@ -76,9 +91,11 @@ class PriceConfig:
     Attributes:
         window: feature vectors per forecast (W).
         horizon: forecast horizon in bars (H); the label is ``fwd_ret_{H}``.
-        architecture: ``gru`` or ``tcn`` sequence encoder.
-        features: input columns, in order.
+        architecture: ``gru`` or ``tcn`` sequence encoder of the context.
+        signal_features: features whose effect is forecast (linearly, context-dependent).
+        context_features: features that describe the market state the effects depend on.
         scale_feature: the volatility column the forecast is expressed in units of.
+        context_dims: outputs of the sequence encoder that modulate the signal coefficients.
         train_stride: use every k-th training row per symbol (neighbouring labels overlap by
             ``H - k`` bars, so little is lost and training is k times faster).
         folds: walk-forward folds; the last is the holdout.
@@ -88,10 +105,11 @@ class PriceConfig:
     window: int = 16
     horizon: int = 15
     architecture: str = "gru"
-    hidden: int = 32
+    hidden: int = 16
+    context_dims: int = 4
     epochs: int = 4
-    batch_size: int = 2048
-    learning_rate: float = 3e-4
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     train_stride: int = 2
     ridge_alpha: float = 10.0
@@ -104,15 +122,25 @@ class PriceConfig:
     fee_bps: float = 2.0
     seed: int = 7
     interval_s: int = 60
-    features: tuple[str, ...] = field(default_factory=_default_features)
+    signal_features: tuple[str, ...] = SIGNAL_FEATURES
+    context_features: tuple[str, ...] = CONTEXT_FEATURES
 
     def __post_init__(self) -> None:
         if self.architecture not in ("gru", "tcn"):
             raise ValueError(f"architecture must be 'gru' or 'tcn', got {self.architecture!r}")
         if self.window < 1 or self.horizon < 1 or self.epochs < 1:
             raise ValueError("window, horizon and epochs must be >= 1")
-        if self.scale_feature not in self.features:
-            raise ValueError(f"scale_feature {self.scale_feature!r} must be one of the features")
+        if not self.signal_features or not self.context_features:
+            raise ValueError("signal_features and context_features must each name at least one feature")
+        overlap = set(self.signal_features) & set(self.context_features)
+        if overlap:
+            raise ValueError(f"features {sorted(overlap)} are both signal and context features")
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Every input column, in the order of the windows the model reads."""
+        extra = () if self.scale_feature in (*self.signal_features, *self.context_features) else (self.scale_feature,)
+        return (*self.signal_features, *self.context_features, *extra)
 
     @property
     def label(self) -> str:
@@ -120,12 +148,19 @@ class PriceConfig:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["features"] = list(self.features)
+        out["signal_features"] = list(self.signal_features)
+        out["context_features"] = list(self.context_features)
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PriceConfig:
-        return cls(**{**data, "features": tuple(data["features"])})
+        return cls(
+            **{
+                **data,
+                "signal_features": tuple(data["signal_features"]),
+                "context_features": tuple(data["context_features"]),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -164,8 +199,11 @@ def build_model(config: PriceConfig) -> nn.Module:
     import torch
     from torch import nn
 
-    n_features = len(config.features)
-    scale_index = config.features.index(config.scale_feature)
+    features = config.features
+    n_features, n_signal, n_context = len(features), len(config.signal_features), len(config.context_features)
+    signal = slice(0, n_signal)
+    context = slice(n_signal, n_signal + n_context)
+    scale_index = features.index(config.scale_feature)
 
     class _CausalConv(nn.Module):
         def __init__(self, width: int, dilation: int) -> None:
@@ -181,33 +219,41 @@ def build_model(config: PriceConfig) -> nn.Module:
             super().__init__()
             self.register_buffer("mean", torch.zeros(n_features))
             self.register_buffer("std", torch.ones(n_features))
-            self.linear = nn.Linear(n_features, 2)
+            # Closed-form part: signal coefficients linear in the latest context (fitted, not trained).
+            self.coef = nn.Parameter(torch.zeros(n_signal, n_context + 1), requires_grad=False)
+            self.bias = nn.Parameter(torch.zeros(()), requires_grad=False)
             if config.architecture == "gru":
-                self.encoder: nn.Module = nn.GRU(n_features, config.hidden, batch_first=True)
+                self.encoder: nn.Module = nn.GRU(n_context, config.hidden, batch_first=True)
             else:
                 dilations = [2**k for k in range(max(1, math.ceil(math.log2(max(config.window, 2)))))]
                 self.encoder = nn.Sequential(
-                    nn.Conv1d(n_features, config.hidden, 1), *(_CausalConv(config.hidden, d) for d in dilations)
+                    nn.Conv1d(n_context, config.hidden, 1), *(_CausalConv(config.hidden, d) for d in dilations)
                 )
-            self.head = nn.Sequential(
-                nn.Linear(config.hidden + n_features, config.hidden), nn.GELU(), nn.Linear(config.hidden, 2)
-            )
-            nn.init.zeros_(self.head[-1].weight)
-            nn.init.zeros_(self.head[-1].bias)
+            self.context_head = nn.Linear(config.hidden, config.context_dims)
+            nn.init.zeros_(self.context_head.weight)
+            nn.init.zeros_(self.context_head.bias)
+            self.modulation = nn.Parameter(0.1 * torch.randn(n_signal, config.context_dims))
+            self.log_var_head = nn.Linear(config.hidden + n_features, 1)
+            nn.init.zeros_(self.log_var_head.weight)
 
         def normalized(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """Forecast and log-variance in units of recent volatility."""
             x = ((windows - self.mean) / self.std).clamp(-config.input_clip, config.input_clip)
             x = torch.nan_to_num(x, nan=0.0)
+            last, ctx = x[:, -1], x[:, :, context]
+            s = last[:, signal]
             if config.architecture == "gru":
-                encoded = self.encoder(x)[0][:, -1]
+                encoded = self.encoder(ctx)[0][:, -1]
             else:
-                encoded = self.encoder(x.transpose(1, 2))[:, :, -1]
-            out = self.linear(x[:, -1]) + self.head(torch.cat([encoded, x[:, -1]], dim=1))
-            return out[:, 0], out[:, 1].clamp(-8.0, 8.0)
+                encoded = self.encoder(ctx.transpose(1, 2))[:, :, -1]
+            latest = torch.cat([torch.ones_like(last[:, :1]), last[:, context]], dim=1)
+            mu = ((s @ self.coef) * latest).sum(dim=1) + self.bias
+            mu = mu + ((s @ self.modulation) * torch.tanh(self.context_head(encoded))).sum(dim=1)
+            log_var = self.log_var_head(torch.cat([encoded, last], dim=1))[:, 0]
+            return mu, log_var.clamp(-8.0, 8.0)
 
         def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """Expected log return over the horizon and its standard deviation, per window."""
+            """Expected log return over the horizon (relative to the cross-section) and its sd, per window."""
             mu, log_var = self.normalized(windows)
             scale = windows[:, -1, scale_index].abs() * math.sqrt(config.horizon)
             return mu.float() * scale, torch.exp(0.5 * log_var.float()) * scale
@@ -316,10 +362,32 @@ def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     return solution
 
 
+def _conditional_design(x: np.ndarray, config: PriceConfig) -> np.ndarray:
+    """Products ``signal_j * (1, context_k)``: the closed-form part's regressors."""
+    n_signal, n_context = len(config.signal_features), len(config.context_features)
+    signal = x[:, :n_signal]
+    latest = np.c_[np.ones(len(x)), x[:, n_signal : n_signal + n_context]]
+    return (signal[:, :, None] * latest[:, None, :]).reshape(len(x), -1)
+
+
+def _targets(prepared: _Prepared, config: PriceConfig) -> np.ndarray:
+    """Labels in units of recent volatility, demeaned across symbols per timestamp, clipped."""
+    scale_index = config.features.index(config.scale_feature)
+    label = prepared.keys[config.label].to_numpy()
+    scale = np.abs(prepared.values[:, scale_index].astype(np.float64)) * math.sqrt(config.horizon)
+    target = label / np.where(scale > 0, scale, np.nan)
+    target = target - pd.Series(target).groupby(prepared.keys["ts_ns"].to_numpy()).transform("mean").to_numpy()
+    return np.nan_to_num(np.clip(target, -config.target_clip, config.target_clip)).astype(np.float32)
+
+
 def _fit_fold(
     prepared: _Prepared, train_rows: np.ndarray, config: PriceConfig, device: str
-) -> tuple[nn.Module, np.ndarray, np.ndarray]:
-    """Train one network on ``train_rows``; returns it with the ridge weights and normalization."""
+) -> tuple[nn.Module, np.ndarray, np.ndarray, dict[str, Any], int]:
+    """Train one network on ``train_rows``.
+
+    Returns it with the ridge weights, the normalization, the closed-form starting state and
+    the epoch early stopping kept (0: the start).
+    """
     import torch
 
     seed_everything(config.seed)
@@ -327,22 +395,28 @@ def _fit_fold(
     raw = prepared.values[train_rows].astype(np.float64)
     mean, std = raw.mean(axis=0), raw.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    scale_index = config.features.index(config.scale_feature)
-    label = prepared.keys[config.label].to_numpy()
-    scale = np.abs(prepared.values[:, scale_index].astype(np.float64)) * math.sqrt(config.horizon)
-    target = np.clip(label / np.where(scale > 0, scale, np.nan), -config.target_clip, config.target_clip)
-    target = np.nan_to_num(target).astype(np.float32)
+    target = _targets(prepared, config)
     x_last = np.clip((raw - mean) / std, -config.input_clip, config.input_clip)
-    beta = _ridge(x_last, target[train_rows].astype(np.float64), config.ridge_alpha)
-    residual_var = float(np.var(target[train_rows] - np.c_[x_last, np.ones(len(x_last))] @ beta))
+    beta = _ridge(x_last, target[train_rows].astype(np.float64), config.ridge_alpha)  # the ridge baseline
+
+    # The last part of the training window is kept for early stopping (embargoed from the rest).
+    times = np.unique(prepared.keys["ts_ns"].to_numpy()[train_rows])
+    cut = times[int(len(times) * (1.0 - config.early_stopping_share))]
+    embargo_end = times[max(0, int(len(times) * (1.0 - config.early_stopping_share)) - config.horizon)]
+    row_times = prepared.keys["ts_ns"].to_numpy()[train_rows]
+    fitting = row_times < embargo_end
+    fit_rows = train_rows[fitting][:: config.train_stride]
+    stop_rows = train_rows[row_times >= cut]
+
+    design = _conditional_design(x_last[fitting], config)
+    coef = _ridge(design, target[train_rows][fitting].astype(np.float64), config.ridge_alpha)
+    residual_var = float(np.var(target[train_rows][fitting] - np.c_[design, np.ones(len(design))] @ coef))
     with torch.no_grad():
         model.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         model.std.copy_(torch.as_tensor(std, dtype=torch.float32))
-        model.linear.weight.zero_()
-        model.linear.bias.zero_()
-        model.linear.weight[0] = torch.as_tensor(beta[:-1], dtype=torch.float32)
-        model.linear.bias[0] = float(beta[-1])
-        model.linear.bias[1] = math.log(max(residual_var, 1e-6))
+        model.coef.copy_(torch.as_tensor(coef[:-1].reshape(model.coef.shape), dtype=torch.float32))
+        model.bias.fill_(float(coef[-1]))
+        model.log_var_head.bias.fill_(math.log(max(residual_var, 1e-6)))
 
     # Early stopping on the last part of the training window (embargoed from the rest).
     times = np.unique(prepared.keys["ts_ns"].to_numpy()[train_rows])
@@ -354,7 +428,8 @@ def _fit_fold(
     values = torch.as_tensor(prepared.values, device=device)
     targets = torch.as_tensor(target, device=device)
     offsets = torch.arange(-config.window + 1, 1, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
 
     def stop_score() -> float:
@@ -364,8 +439,9 @@ def _fit_fold(
             "ic"
         ]
 
-    best_score, best_state = stop_score(), {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for _ in range(config.epochs):
+    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_score, best_state, best_epoch = stop_score(), start_state, 0
+    for epoch in range(1, config.epochs + 1):
         model.train()
         for batch in batches(len(fit_rows), config.batch_size, shuffle=rng):
             rows = torch.as_tensor(fit_rows[batch], device=device)
@@ -380,10 +456,11 @@ def _fit_fold(
             optimizer.step()
         score = stop_score()
         if score > best_score:
-            best_score, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     model.eval()
-    return model, beta, np.stack([mean, std])
+    return model, beta, np.stack([mean, std]), start_state, best_epoch
 
 
 def _score_fold(
@@ -474,9 +551,17 @@ def _run_fold(
 ) -> tuple[nn.Module, pd.DataFrame, dict[str, float]]:
     train_rows = prepared.samples[(sample_times >= split.train_start) & (sample_times < split.train_end)]
     test_rows = prepared.samples[(sample_times >= split.test_start) & (sample_times < split.test_end)]
-    model, beta, norm = _fit_fold(prepared, train_rows, config, device)
+    model, beta, norm, start_state, best_epoch = _fit_fold(prepared, train_rows, config, device)
     scored = _score_fold(prepared, model, beta, norm, test_rows, config)
-    return model, scored, evaluate(scored, config)
+    metrics = evaluate(scored, config)
+    # What the sequence encoder added: the same fold scored by the closed-form start.
+    start = build_model(config).to(device)
+    start.load_state_dict(start_state)
+    start_frame = scored.assign(forecast=predict(start, _windows(prepared, test_rows, config.window))[0])
+    kwargs = {"horizon": config.horizon, "interval_s": config.interval_s}
+    metrics["closed_form_ic"] = signal_metrics(start_frame, "forecast", config.label, **kwargs)["ic"]
+    metrics["encoder_epochs_kept"] = float(best_epoch)
+    return model, scored, metrics
 
 
 def select_architecture(
