@@ -44,7 +44,13 @@ from feature_store.bars import bars_from_trades
 from feature_store.records import NS_PER_S, TRADE_COLUMNS
 from feature_store.sources.headlines import ASSET_NAMES, SOURCES, write_headline
 
-__all__ = ["SyntheticMarket", "SyntheticMarketConfig", "cross_sectional_ic", "simulate_market"]
+__all__ = [
+    "SyntheticMarket",
+    "SyntheticMarketConfig",
+    "cross_sectional_ic",
+    "cross_sectional_ics",
+    "simulate_market",
+]
 
 _DEFAULT_START_NS = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp()) * NS_PER_S
 
@@ -127,6 +133,29 @@ class SyntheticMarket:
         return cross_sectional_ic(self.truth, "oracle", "forward_return")
 
 
+def cross_sectional_ics(
+    frame: pd.DataFrame, forecast: str, realized: str, *, time: str = "start_ns", rank: bool = False
+) -> pd.Series:
+    """Per-timestamp correlation of ``forecast`` and ``realized`` across symbols.
+
+    Rows with a missing value are ignored; timestamps with fewer than 3 symbols, or where
+    either side is constant, are left out. ``rank`` correlates ranks (Spearman).
+    """
+    data = frame[[time, forecast, realized]].dropna()
+    x = data[forecast].astype(np.float64)
+    y = data[realized].astype(np.float64)
+    groups = data[time]
+    if rank:
+        x = x.groupby(groups).rank()
+        y = y.groupby(groups).rank()
+    dx = x - x.groupby(groups).transform("mean")
+    dy = y - y.groupby(groups).transform("mean")
+    parts = pd.DataFrame({"xy": dx * dy, "xx": dx * dx, "yy": dy * dy, "n": 1}).groupby(groups.to_numpy()).sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = parts["xy"] / np.sqrt(parts["xx"] * parts["yy"])
+    return corr[(parts["n"] >= 3) & np.isfinite(corr)]
+
+
 def cross_sectional_ic(
     frame: pd.DataFrame,
     forecast: str,
@@ -137,28 +166,13 @@ def cross_sectional_ic(
 ) -> float:
     """Mean over timestamps of the cross-sectional correlation of ``forecast`` and ``realized``.
 
-    Rows with a missing value are ignored; timestamps with fewer than 3 symbols are skipped.
-
     Args:
         method: ``spearman`` (rank IC, the default) or ``pearson``.
     """
-    data = frame[[time, "symbol", forecast, realized]].dropna()
-    x = data.pivot(index=time, columns="symbol", values=forecast)
-    y = data.pivot(index=time, columns="symbol", values=realized)
-    if method == "spearman":
-        x, y = x.rank(axis=1), y.rank(axis=1)
-    elif method != "pearson":
+    if method not in ("spearman", "pearson"):
         raise ValueError(f"method must be 'spearman' or 'pearson', got {method!r}")
-    xv, yv = x.to_numpy(), y.to_numpy()
-    ok = ~(np.isnan(xv) | np.isnan(yv))
-    count = ok.sum(axis=1)
-    xv, yv = np.where(ok, xv, 0.0), np.where(ok, yv, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx, my = xv.sum(1) / count, yv.sum(1) / count
-        dx, dy = np.where(ok, xv - mx[:, None], 0.0), np.where(ok, yv - my[:, None], 0.0)
-        corr = (dx * dy).sum(1) / np.sqrt((dx**2).sum(1) * (dy**2).sum(1))
-    corr = corr[(count >= 3) & np.isfinite(corr)]
-    return float(corr.mean()) if len(corr) else float("nan")
+    ics = cross_sectional_ics(frame, forecast, realized, time=time, rank=method == "spearman")
+    return float(ics.mean()) if len(ics) else float("nan")
 
 
 def simulate_market(config: SyntheticMarketConfig | None = None) -> SyntheticMarket:

@@ -92,23 +92,10 @@ def check_finite_columns(model: str, frame: pd.DataFrame, columns: Sequence[str]
 def cross_sectional_ics(
     frame: pd.DataFrame, forecast: str, realized: str, *, time: str = "ts_ns", rank: bool = False
 ) -> pd.Series:
-    """Per-timestamp correlation of ``forecast`` and ``realized`` across symbols.
+    """Per-timestamp correlation of ``forecast`` and ``realized`` across symbols (``ts_ns`` rows)."""
+    from feature_store.sources.synthetic import cross_sectional_ics as per_timestamp
 
-    Timestamps with fewer than 3 symbols, or where either side is constant, are left out.
-    """
-    data = frame[[time, forecast, realized]].dropna()
-    x = data[forecast].astype(np.float64)
-    y = data[realized].astype(np.float64)
-    groups = data[time]
-    if rank:
-        x = x.groupby(groups).rank()
-        y = y.groupby(groups).rank()
-    dx = x - x.groupby(groups).transform("mean")
-    dy = y - y.groupby(groups).transform("mean")
-    parts = pd.DataFrame({"xy": dx * dy, "xx": dx * dx, "yy": dy * dy, "n": 1}).groupby(groups.to_numpy()).sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = parts["xy"] / np.sqrt(parts["xx"] * parts["yy"])
-    return corr[(parts["n"] >= 3) & np.isfinite(corr)]
+    return per_timestamp(frame, forecast, realized, time=time, rank=rank)
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,3 +208,15 @@ def test_all_three_pass_their_gates_on_the_default_data(tmp_path_factory: pytest
         assert record.stage == "production"
         state, config, _ = registry.load_state(report.tag)
         assert state and config
+
+
+@pytest.mark.parametrize("architecture", price.ARCHITECTURES)
+def test_every_encoder_forecasts_finite_values_of_the_right_shape(architecture: str) -> None:
+    config = price.PriceConfig(architecture=architecture, window=8)
+    model = price.build_model(config)
+    windows = np.random.default_rng(5).normal(size=(32, 8, len(config.features))).astype(np.float32)
+    mu, sd = price.predict(model, windows)
+    assert mu.shape == sd.shape == (32,)
+    assert np.isfinite(mu).all() and (sd > 0).all()
+    with pytest.raises(ValueError, match=r"shape \(N, W, F\)"):
+        price.predict(model, windows[0])
