@@ -431,13 +431,6 @@ def _fit_fold(
         model.bias.fill_(float(coef[-1]))
         model.log_var_head.bias.fill_(math.log(max(residual_var, 1e-6)))
 
-    # Early stopping on the last part of the training window (embargoed from the rest).
-    times = np.unique(prepared.keys["ts_ns"].to_numpy()[train_rows])
-    cut = times[int(len(times) * (1.0 - config.early_stopping_share))]
-    embargo_end = times[max(0, int(len(times) * (1.0 - config.early_stopping_share)) - config.horizon)]
-    row_times = prepared.keys["ts_ns"].to_numpy()[train_rows]
-    fit_rows = train_rows[row_times < embargo_end][:: config.train_stride]
-    stop_rows = train_rows[row_times >= cut]
     values = torch.as_tensor(prepared.values, device=device)
     targets = torch.as_tensor(target, device=device)
     offsets = torch.arange(-config.window + 1, 1, device=device)
