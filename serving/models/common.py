@@ -20,8 +20,9 @@ import contextlib
 import itertools
 import math
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ import pandas as pd
 from serving.errors import TrainingDataError
 
 __all__ = [
+    "JsonConfig",
     "LongShort",
     "Split",
     "autocast",
@@ -42,6 +44,17 @@ __all__ = [
 ]
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
+
+
+class JsonConfig:
+    """``to_json``/``from_json`` for the frozen config dataclasses: tuples travel as JSON lists."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def pick_device(requested: str | None = None) -> str:

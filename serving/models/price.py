@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +46,7 @@ import pandas as pd
 
 from serving.errors import TrainingDataError
 from serving.models.common import (
+    JsonConfig,
     Split,
     autocast,
     batches,
@@ -89,7 +90,7 @@ CONTEXT_FEATURES = ("trade_rate_30_720", "trade_rate_ewm_20", "vol_ratio_15_240"
 
 
 @dataclass(frozen=True)
-class PriceConfig:
+class PriceConfig(JsonConfig):
     """Hyperparameters and data layout of the price model (saved with it as JSON).
 
     Attributes:
@@ -149,22 +150,6 @@ class PriceConfig:
     @property
     def label(self) -> str:
         return f"fwd_ret_{self.horizon}"
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["signal_features"] = list(self.signal_features)
-        out["context_features"] = list(self.context_features)
-        return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PriceConfig:
-        return cls(
-            **{
-                **data,
-                "signal_features": tuple(data["signal_features"]),
-                "context_features": tuple(data["context_features"]),
-            }
-        )
 
 
 @dataclass(frozen=True)

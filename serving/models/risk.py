@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +36,7 @@ import pandas as pd
 from scipy import stats
 
 from serving.errors import TrainingDataError
-from serving.models.common import batches, check_finite_columns, pick_device, seed_everything
+from serving.models.common import JsonConfig, batches, check_finite_columns, pick_device, seed_everything
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +64,7 @@ _LONG = 0.995
 
 
 @dataclass(frozen=True)
-class RiskConfig:
+class RiskConfig(JsonConfig):
     """Hyperparameters of the risk model (saved with it as JSON)."""
 
     lags: int = 5
@@ -79,16 +79,6 @@ class RiskConfig:
     seed: int = 7
     max_train_rows: int = 400_000
     fhs_windows: tuple[int, int] = (250, 1000)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RiskConfig:
-        data = dict(data)
-        if "fhs_windows" in data:
-            data["fhs_windows"] = tuple(data["fhs_windows"])
-        return cls(**data)
 
 
 def n_inputs(config: RiskConfig) -> int:

@@ -23,7 +23,7 @@ import csv
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from serving.errors import TrainingDataError
-from serving.models.common import autocast, batches, pick_device, seed_everything
+from serving.models.common import JsonConfig, autocast, batches, pick_device, seed_everything
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +58,7 @@ _LABEL_WORDS = {"negative": -1, "neg": -1, "neutral": 0, "neu": 0, "positive": 1
 
 
 @dataclass(frozen=True)
-class SentimentConfig:
+class SentimentConfig(JsonConfig):
     """Hyperparameters of the sentiment model (saved with it as JSON)."""
 
     hidden: int = 128
@@ -72,13 +72,6 @@ class SentimentConfig:
     finetune_layers: int = 2
     test_share: float = 0.2
     seed: int = 7
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SentimentConfig:
-        return cls(**data)
 
 
 @dataclass(frozen=True)
