@@ -26,7 +26,7 @@ from feature_store.market_data import MarketDataStore
 from feature_store.stores import OfflineStore, OnlineStore
 from feature_store.training import forward_return_labels
 
-__all__ = ["MaterializeSummary", "materialize_features"]
+__all__ = ["MaterializeSummary", "materialize_features", "write_online_windows"]
 
 
 @dataclass
@@ -84,12 +84,20 @@ async def materialize_features(
     if online is not None:
         clock = time.perf_counter()
         for fs in feature_sets:
-            summary.latest_ts_ns, summary.symbols = _write_online(online, fs, frames[fs.name], online_bars)
+            summary.latest_ts_ns, summary.symbols = write_online_windows(online, fs, frames[fs.name], online_bars)
         summary.seconds["online"] = time.perf_counter() - clock
     return summary
 
 
-def _write_online(online: OnlineStore, fs: FeatureSet, frame: pd.DataFrame, bars: int) -> tuple[int, int]:
+def write_online_windows(online: OnlineStore, fs: FeatureSet, frame: pd.DataFrame, bars: int) -> tuple[int, int]:
+    """Write the last ``bars`` timestamps of ``frame`` online, read them back and compare.
+
+    Returns:
+        The latest timestamp written and the number of symbols that have it.
+
+    Raises:
+        StorageError: what was read back differs from what was written.
+    """
     times = np.sort(frame["ts_ns"].unique())[-bars:]
     recent = frame[frame["ts_ns"].isin(times)]
     for ts, group in recent.groupby("ts_ns", sort=True):

@@ -1,9 +1,27 @@
-"""The Dagster code location: assembles assets, checks, jobs, schedules and sensors."""
+"""The Dagster code location: assets, checks, jobs, schedules, sensors and resources.
+
+Loads in about a second: every heavy import (torch, Great Expectations, BentoML, asyncpg)
+happens inside the functions that need it.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.assets import market_data
+from orchestration import automation
+from orchestration.assets import features, market_data, models, reports, training_sets
+from orchestration.resources import resources_from_env
 
-defs = dg.Definitions(assets=dg.load_assets_from_modules([market_data]))
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([market_data, features, training_sets, models, reports]),
+    jobs=[
+        automation.whole_loop,
+        automation.market_data_job,
+        automation.feature_job,
+        automation.retrain_job,
+        automation.rollback_job,
+    ],
+    schedules=[automation.feature_schedule, automation.daily_retrain],
+    sensors=[automation.new_market_data, automation.model_quality, automation.run_failure_alert],
+    resources=resources_from_env(),
+)

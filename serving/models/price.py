@@ -555,6 +555,22 @@ def _run_fold(
     return model, scored, metrics
 
 
+def score_model(model: nn.Module, data: PriceData, config: PriceConfig, window_ns: tuple[int, int]) -> float:
+    """IC of a trained model's forecasts on ``data``'s samples with ``window_ns[0] <= ts < window_ns[1]``.
+
+    How the production model is re-measured on a candidate's holdout before promotion when
+    the two were validated on different data.
+    """
+    prepared = _prepare(data, config)
+    times = prepared.keys["ts_ns"].to_numpy()[prepared.samples]
+    rows = prepared.samples[(times >= window_ns[0]) & (times < window_ns[1])]
+    if len(rows) == 0:
+        raise TrainingDataError(MODEL, f"no samples in the window {window_ns} to score the model on")
+    mu, _ = predict(model, _windows(prepared, rows, config.window))
+    scored = prepared.keys.iloc[rows].assign(forecast=mu)
+    return signal_metrics(scored, "forecast", config.label, horizon=config.horizon, interval_s=config.interval_s)["ic"]
+
+
 def select_architecture(
     data: PriceData, config: PriceConfig | None = None, candidates: Sequence[str] = ARCHITECTURES
 ) -> tuple[str, dict[str, float]]:

@@ -1,0 +1,262 @@
+"""The three models: candidates trained and gated, then promoted to production.
+
+Each ``*_model_candidate`` trains on its training set, is saved in the model store as a
+candidate with its metrics, and carries a blocking ``*_model_gates`` check: the model's own
+gates (baselines, oracle share, VaR coverage) plus ``not_worse_than_production``, measured on
+the same data (the production price model is re-scored on the candidate's holdout when
+the two were validated on different data). ``*_model_production`` promotes the candidate and
+only runs when the check passed; a failed gate leaves production unchanged.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import dagster as dg
+
+from orchestration.assets.common import settings
+from orchestration.assets.training_sets import lake_path_scores, training_path
+from orchestration.resources import ModelStoreResource, PostgresResource
+
+GROUP = "models"
+MODELS = ("sentiment", "price", "risk")
+
+
+def candidate_file(name: str) -> Any:
+    """``$RRR_HOME/lake/models/<name>_candidate.json``: the candidate's tag and the champion's score."""
+    return settings().lake / "models" / f"{name}_candidate.json"
+
+
+def validation_file(name: str) -> Any:
+    """``$RRR_HOME/lake/models/<name>_validation.parquet``: what the validation report plots."""
+    return settings().lake / "models" / f"{name}_validation.parquet"
+
+
+def _train_settings() -> Any:
+    from serving.training import FULL, SMALL
+
+    return SMALL if settings().train == "small" else FULL
+
+
+def _data_id(frame: Any, time: str = "ts_ns") -> dict[str, Any]:
+    from serving.training import data_identity
+
+    s = settings()
+    details: dict[str, Any] = {
+        "first_ns": int(frame[time].min()),
+        "last_ns": int(frame[time].max()),
+        "rows": len(frame),
+    }
+    if s.source == "synthetic":
+        details.update(symbols=s.synthetic_symbols, days=s.synthetic_days, seed=s.synthetic_seed)
+    return data_identity(s.source, **details)
+
+
+def gate_check(
+    name: str, report: Any, registry: Any, champion_score: float | None, note: str = ""
+) -> tuple[dg.AssetCheckResult, dict[str, Any]]:
+    """The candidate's gates plus ``not_worse_than_production``, as a blocking check result."""
+    from orchestration.plots import markdown_table
+
+    metric, higher = registry.PRIMARY_METRIC[name]
+    score = float(report.metrics.get(metric, float("nan")))
+    gates = dict(report.gates)
+    current = registry.list_models(name, "production")
+    champion = current[0].tag if current else None
+    if champion is not None and champion_score is None:
+        champion_score = current[0].metadata.get("metrics", {}).get(metric)
+    if champion is not None and champion_score is not None:
+        gates["not_worse_than_production"] = bool(score >= champion_score if higher else score <= champion_score)
+    rows = [{"gate": g, "result": "pass" if ok else "FAIL"} for g, ok in gates.items()]
+    metadata = {
+        "candidate": report.tag,
+        "gates": dg.MetadataValue.md(markdown_table(rows)),
+        "failed_gates": dg.MetadataValue.json([g for g, ok in gates.items() if not ok]),
+        f"candidate_{metric}": score,
+        "production": champion or "none",
+    }
+    if champion_score is not None:
+        metadata[f"production_{metric}"] = float(champion_score)
+    if note:
+        metadata["note"] = note
+    candidate = {"tag": report.tag, "champion": champion, "champion_score": champion_score, "gates": gates}
+    result = dg.AssetCheckResult(
+        asset_key=f"{name}_model_candidate",
+        check_name=f"{name}_model_gates",
+        passed=all(gates.values()) and bool(gates),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=metadata,
+    )
+    return result, candidate
+
+
+def _write_candidate(name: str, candidate: dict[str, Any]) -> None:
+    path = candidate_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(candidate, default=float))
+    tmp.replace(path)
+
+
+def _candidate_metadata(report: Any) -> dict[str, Any]:
+    keep = {k: float(v) for k, v in report.metrics.items() if isinstance(v, int | float)}
+    return {
+        "tag": report.tag,
+        "train_seconds": round(report.train_seconds, 2),
+        "metrics": dg.MetadataValue.json(keep),
+    }
+
+
+def _gates_spec(name: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        f"{name}_model_gates",
+        asset=f"{name}_model_candidate",
+        blocking=True,
+        description=f"The {name} model's promotion gates, including not worse than production.",
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "sentiment_model_candidate",
+            deps=["sentiment_training_set", "bars"],
+            group_name=GROUP,
+            kinds={"pytorch"},
+            description="MiniLM headline classifier trained on labelled news, saved as a candidate in the model store.",
+        ),
+        dg.AssetSpec(
+            "news_sentiment_scores",
+            deps=["sentiment_training_set"],
+            group_name=GROUP,
+            kinds={"parquet"},
+            description="Every stored headline scored in [-1, 1] by the sentiment candidate.",
+        ),
+    ],
+    check_specs=[_gates_spec("sentiment")],
+)
+def sentiment_model(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, model_store: ModelStoreResource
+) -> Iterator[Any]:
+    """Train the sentiment candidate, score every headline with it, check its gates."""
+    import pandas as pd
+
+    from orchestration import lake
+    from orchestration.assets.training_sets import _stored_bars
+    from serving.training import train_sentiment
+
+    registry = model_store.registry()
+    news = lake.read_frame(training_path("sentiment"))
+    bars = postgres.run(_stored_bars)
+    report, scored = train_sentiment(news, _train_settings().sentiment, bars, data_id=_data_id(news))
+    lake.write_frame(lake_path_scores(), scored)
+    lake.write_frame(validation_file("sentiment"), pd.DataFrame([report.metrics]))
+    context.log.info(f"sentiment candidate {report.tag}: {report.metrics}")
+    yield dg.MaterializeResult(asset_key="sentiment_model_candidate", metadata=_candidate_metadata(report))
+    yield dg.MaterializeResult(asset_key="news_sentiment_scores", metadata={"rows": len(scored)})
+    result, candidate = gate_check("sentiment", report, registry, None)
+    _write_candidate("sentiment", candidate)
+    yield result
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=["price_training_set"],
+    kinds={"pytorch"},
+    check_specs=[_gates_spec("price")],
+)
+def price_model_candidate(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> Iterator[Any]:
+    """15-bar return forecaster (varying-coefficient model with a GRU encoder), saved as a candidate."""
+    from orchestration import lake
+    from serving.training import train_price
+
+    registry = model_store.registry()
+    frame = lake.read_frame(training_path("price"))
+    config = replace(_train_settings().price, interval_s=60)
+    report, result = train_price(frame, config, data_id=_data_id(frame))
+    lake.write_frame(validation_file("price"), result.holdout)
+    context.log.info(f"price candidate {report.tag}: IC {report.metrics['ic']:.4f}")
+    yield dg.MaterializeResult(asset_key="price_model_candidate", metadata=_candidate_metadata(report))
+    champion_score, note = _price_champion_score(registry, report.tag, frame)
+    check, candidate = gate_check("price", report, registry, champion_score, note)
+    _write_candidate("price", candidate)
+    yield check
+
+
+def _price_champion_score(registry: Any, tag: str, frame: Any) -> tuple[float | None, str]:
+    """Production's IC on the candidate's holdout, when the two were validated on different data."""
+    current = registry.list_models("price", "production")
+    if not current:
+        return None, "no production model yet"
+    champion, candidate = current[0], registry.get(tag)
+    if champion.metadata.get("validation_fingerprint") == candidate.metadata.get("validation_fingerprint"):
+        return None, "production was validated on the same data"
+    if champion.metadata.get("feature_sets") != candidate.metadata.get("feature_sets"):
+        return float("-inf"), f"production {champion.tag} reads other feature-set versions: it cannot be re-scored"
+    from serving.models import price
+
+    state, config_json, _ = registry.load_state(champion.tag)
+    config = price.PriceConfig.from_json(config_json)
+    model = price.build_model(config)
+    model.load_state_dict(state)
+    window = tuple(candidate.metadata["holdout_window_ns"])
+    data = price.PriceData(frame, candidate.metadata["feature_sets"])
+    score = price.score_model(model, data, config, window)
+    return score, f"production {champion.tag} re-scored on the candidate's holdout"
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=["risk_training_set"],
+    kinds={"pytorch"},
+    check_specs=[_gates_spec("risk")],
+)
+def risk_model_candidate(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> Iterator[Any]:
+    """Volatility, VaR(99%) and ES(97.5%) model, gated on S&P 500 and NASDAQ daily returns, saved as a candidate."""
+    from orchestration import lake
+    from serving.training import train_risk
+
+    registry = model_store.registry()
+    returns = lake.read_frame(training_path("risk"))
+    report, var_path = train_risk(returns, _train_settings().risk, data_id=_data_id(returns))
+    lake.write_frame(validation_file("risk"), var_path)
+    context.log.info(f"risk candidate {report.tag}: index pinball {report.metrics['index_pinball']:.6f}")
+    yield dg.MaterializeResult(asset_key="risk_model_candidate", metadata=_candidate_metadata(report))
+    check, candidate = gate_check("risk", report, registry, None)
+    _write_candidate("risk", candidate)
+    yield check
+
+
+def _production_asset(name: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"{name}_model_production",
+        group_name="production",
+        deps=[f"{name}_model_candidate", f"{name}_validation_report"],
+        kinds={"bentoml"},
+        description=f"The {name} model the BentoML service serves: the candidate, promoted once every gate passed.",
+    )
+    def promote(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> dg.MaterializeResult:
+        registry = model_store.registry()
+        candidate = json.loads(candidate_file(name).read_text())
+        score = candidate.get("champion_score")
+        score = None if score is None or score == float("-inf") else float(score)
+        if candidate.get("champion_score") == float("-inf"):
+            score = -1e300 if registry.PRIMARY_METRIC[name][1] else 1e300  # not comparable: the gates decide
+        record = registry.promote(candidate["tag"], champion_score=score)
+        context.log.info(f"{record.tag} is now the production {name} model (was {candidate.get('champion')})")
+        metric, _ = registry.PRIMARY_METRIC[name]
+        return dg.MaterializeResult(
+            metadata={
+                "production": record.tag,
+                "previous": candidate.get("champion") or "none",
+                metric: float(record.metadata.get("metrics", {}).get(metric, float("nan"))),
+            }
+        )
+
+    return promote
+
+
+production_assets = [_production_asset(name) for name in MODELS]

@@ -1,0 +1,210 @@
+"""Validation reports: markdown tables and SVG charts of each candidate, in Dagster and on disk.
+
+Each report is written to ``$RRR_HOME/reports/<model>/<version>.md`` (charts beside it as
+``.svg`` files) and shown in the asset's metadata.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from orchestration.assets.common import settings
+from orchestration.assets.models import candidate_file, validation_file
+from orchestration.resources import ModelStoreResource
+
+GROUP = "validation"
+
+
+def _candidate(name: str, registry: Any) -> Any:
+    tag = json.loads(candidate_file(name).read_text())["tag"]
+    return registry.get(tag)
+
+
+def _write(name: str, record: Any, markdown: str, charts: dict[str, str]) -> Path:
+    folder = settings().reports / name
+    folder.mkdir(parents=True, exist_ok=True)
+    links = []
+    for chart, svg in charts.items():
+        path = folder / f"{record.version}_{chart}.svg"
+        path.write_text(svg)
+        links.append(f"![{chart}]({path.name})")
+    report = folder / f"{record.version}.md"
+    report.write_text(markdown + "\n\n" + "\n\n".join(links) + "\n")
+    return report
+
+
+def _gates_table(record: Any) -> str:
+    from orchestration.plots import markdown_table
+
+    return markdown_table([{"gate": g, "result": "pass" if ok else "FAIL"} for g, ok in record.gates.items()])
+
+
+@dg.asset(group_name=GROUP, deps=["price_model_candidate"], kinds={"markdown"})
+def price_validation_report(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> dg.MaterializeResult:
+    """Price candidate vs ridge vs oracle on the holdout: IC, long-short, cumulative IC and equity curves."""
+    import numpy as np
+
+    from orchestration import lake, plots
+    from serving.models.common import cross_sectional_ics, long_short_backtest
+    from serving.models.price import PriceConfig
+
+    record = _candidate("price", model_store.registry())
+    config = PriceConfig.from_json(json.loads((record.path / "config.json").read_text()))
+    holdout = lake.read_frame(validation_file("price"))
+    m = record.metadata["metrics"]
+    columns = [c for c in ("forecast", "ridge", "oracle") if c in holdout]
+    rows = []
+    for c in columns:
+        p = "" if c == "forecast" else f"{c}_"
+        rows.append(
+            {
+                "forecast": "model" if c == "forecast" else c,
+                "IC": m.get(f"{p}ic"),
+                "rank IC": m.get(f"{p}rank_ic"),
+                "hit rate": m.get(f"{p}hit_rate"),
+                "OOS R2": m.get(f"{p}oos_r2"),
+                "long-short Sharpe": m.get(f"{p}ls_sharpe"),
+                "long-short total": m.get(f"{p}ls_total_return"),
+            }
+        )
+    ic_lines, equity_lines = {}, {}
+    for c in columns:
+        ics = cross_sectional_ics(holdout, c, config.label)
+        ic_lines["model" if c == "forecast" else c] = (np.arange(len(ics)), np.cumsum(ics.to_numpy()))
+        ls = long_short_backtest(holdout, c, config.label, horizon=config.horizon, interval_s=config.interval_s)
+        equity_lines["model" if c == "forecast" else c] = (np.arange(len(ls.returns)), np.cumsum(ls.returns.to_numpy()))
+    charts = {
+        "cumulative_ic": plots.line_chart(
+            ic_lines, title="Cumulative IC on the holdout", x_label="bar", y_label="sum of per-bar IC"
+        ),
+        "long_short_equity": plots.line_chart(
+            equity_lines, title="Long-short equity, net of fees", x_label="bar", y_label="cumulative return"
+        ),
+    }
+    folds = [
+        {"fold": i, **{k: f.get(k) for k in ("ic", "ridge_ic", "rank_ic")}}
+        for i, f in enumerate(record.metadata.get("folds", []))
+    ]
+    markdown = "\n\n".join(
+        [
+            f"# Price model {record.tag}",
+            f"Holdout of {int(m.get('rows', 0)):,} rows; oracle share {m.get('oracle_share', float('nan')):.2f}.",
+            plots.markdown_table(rows),
+            "## Walk-forward folds",
+            plots.markdown_table(folds),
+            "## Gates",
+            _gates_table(record),
+        ]
+    )
+    path = _write("price", record, markdown, charts)
+    return dg.MaterializeResult(
+        metadata={
+            "candidate": record.tag,
+            "report": dg.MetadataValue.path(str(path)),
+            "summary": dg.MetadataValue.md(markdown),
+            "charts": dg.MetadataValue.md("\n\n".join(plots.markdown_image(svg, k) for k, svg in charts.items())),
+            "ic": float(m["ic"]),
+            "oracle_share": float(m.get("oracle_share", float("nan"))),
+            "ls_sharpe": float(m.get("ls_sharpe", float("nan"))),
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, deps=["sentiment_model_candidate"], kinds={"markdown"})
+def sentiment_validation_report(
+    context: dg.AssetExecutionContext, model_store: ModelStoreResource
+) -> dg.MaterializeResult:
+    """Sentiment candidate vs the lexicon baseline: macro-F1 on the holdout and on unseen phrasings."""
+    from orchestration import plots
+
+    record = _candidate("sentiment", model_store.registry())
+    m = record.metadata["metrics"]
+    rows = [
+        {"data": "holdout", "model macro-F1": m.get("holdout_macro_f1"), "lexicon": m.get("lexicon_holdout_macro_f1")},
+        {
+            "data": "unseen phrasings",
+            "model macro-F1": m.get("unseen_macro_f1"),
+            "lexicon": m.get("lexicon_unseen_macro_f1"),
+        },
+    ]
+    markdown = "\n\n".join(
+        [
+            f"# Sentiment model {record.tag}",
+            plots.markdown_table(rows),
+            "Rank IC of the news sentiment feature to 15-bar returns: "
+            f"{m.get('sentiment_feature_rank_ic', float('nan')):.4f}",
+            "## Gates",
+            _gates_table(record),
+        ]
+    )
+    path = _write("sentiment", record, markdown, {})
+    return dg.MaterializeResult(
+        metadata={
+            "candidate": record.tag,
+            "report": dg.MetadataValue.path(str(path)),
+            "summary": dg.MetadataValue.md(markdown),
+            "unseen_macro_f1": float(m["unseen_macro_f1"]),
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, deps=["risk_model_candidate"], kinds={"markdown"})
+def risk_validation_report(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> dg.MaterializeResult:
+    """Risk candidate's VaR exceedances, Kupiec and Christoffersen tests and pinball loss vs EWMA and GARCH."""
+    from orchestration import lake, plots
+
+    record = _candidate("risk", model_store.registry())
+    m = record.metadata["metrics"]
+    path_frame = lake.read_frame(validation_file("risk"))
+    rows = []
+    for index in sorted(path_frame["symbol"].unique()):
+        rows.append(
+            {
+                "index": index,
+                "exceedances": m.get(f"{index}_exceedance_rate"),
+                "Kupiec p": m.get(f"{index}_kupiec_p"),
+                "Christoffersen p": m.get(f"{index}_christoffersen_p"),
+                "pinball": m.get(f"{index}_pinball"),
+                "EWMA": m.get(f"{index}_ewma_pinball"),
+                "GARCH FHS": m.get(f"{index}_garch_pinball"),
+                "GARCH t": m.get(f"{index}_garch_t_pinball"),
+            }
+        )
+    rows.append(
+        {
+            "index": "the market's bars (served weights)",
+            "exceedances": m.get("synthetic_exceedance_rate"),
+            "Kupiec p": m.get("synthetic_kupiec_p"),
+            "Christoffersen p": m.get("synthetic_christoffersen_p"),
+            "pinball": m.get("synthetic_pinball"),
+            "EWMA": m.get("synthetic_ewma_pinball"),
+            "GARCH FHS": None,
+            "GARCH t": None,
+        }
+    )
+    charts = {}
+    for index, group in path_frame.groupby("symbol"):
+        days = (group["ts_ns"].to_numpy() - group["ts_ns"].iloc[0]) / 86_400e9
+        hit = group["ret"].to_numpy() < -group["var99"].to_numpy()
+        charts[f"{index}_var"] = plots.line_chart(
+            {"daily return": (days, group["ret"]), "-VaR 99%": (days, -group["var99"])},
+            markers={f"exceedances ({int(hit.sum())})": (days[hit], group["ret"].to_numpy()[hit])},
+            title=f"{index}: one-day VaR(99%) and exceedances, test years",
+            x_label="days into the test window",
+            y_label="log return",
+        )
+    markdown = "\n\n".join([f"# Risk model {record.tag}", plots.markdown_table(rows), "## Gates", _gates_table(record)])
+    path = _write("risk", record, markdown, charts)
+    return dg.MaterializeResult(
+        metadata={
+            "candidate": record.tag,
+            "report": dg.MetadataValue.path(str(path)),
+            "summary": dg.MetadataValue.md(markdown),
+            "charts": dg.MetadataValue.md("\n\n".join(plots.markdown_image(svg, k) for k, svg in charts.items())),
+            "index_pinball": float(m["index_pinball"]),
+        }
+    )
