@@ -14,8 +14,9 @@ What is checked:
 * news: no nulls, non-empty headlines, at least one symbol per headline, publication times
   in order, row count within its band.
 * features: no duplicated ``(symbol, ts_ns)``; at most ``max_null_share`` missing values per
-  feature (the warm-up); every present value finite and inside the feature's reference
-  range (from :func:`reference_ranges` over a trusted window, such as the training set's).
+  feature (the warm-up); every present value finite, and at least 99.9% of them inside the
+  feature's reference range (from :func:`reference_ranges` over a trusted window, such as
+  the days before), so that a rare genuine extreme passes and a foreign unit does not.
 """
 
 from __future__ import annotations
@@ -251,10 +252,14 @@ def validate_features(
     *,
     reference: Mapping[str, tuple[float, float]] | None = None,
     max_null_share: float = 0.05,
+    in_range_share: float = 0.999,
     suite: str = "features",
     time: str = "ts_ns",
 ) -> QualityReport:
-    """Validate a feature table (``symbol``, ``time`` and the ``names`` columns)."""
+    """Validate a feature table (``symbol``, ``time`` and the ``names`` columns).
+
+    ``in_range_share`` of each feature's present values must lie inside its reference range.
+    """
     import great_expectations.expectations as gxe
 
     original = features.reset_index(drop=True)
@@ -266,8 +271,13 @@ def validate_features(
     largest = float(np.finfo(np.float64).max)
     for name in names:
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=1.0 - max_null_share))
-        # Without a reference range the bounds are the largest floats: infinity still fails.
-        low, high = (reference or {}).get(name, (-largest, largest))
         frame[name] = frame[name].astype(np.float64)
-        expectations.append(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high))
+        # Every present value finite (the largest floats as bounds), and nearly all of them
+        # inside the reference range: a rare genuine extreme passes, a foreign unit does not.
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=-largest, max_value=largest))
+        if reference and name in reference:
+            low, high = reference[name]
+            expectations.append(
+                gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high, mostly=in_range_share)
+            )
     return _run(frame, suite, expectations, root, original)
