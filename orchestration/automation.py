@@ -36,7 +36,7 @@ whole_loop = dg.define_asset_job(
     "whole_loop", selection=dg.AssetSelection.all(), description="Every asset: market data to production models."
 )
 market_data_job = dg.define_asset_job(
-    "market_data_job", selection=MARKET_DATA, partitions_def=DAILY, description="Land, check and store market data."
+    "market_data_job", selection=MARKET_DATA, description="Land, check and store market data."
 )
 feature_job = dg.define_asset_job("feature_job", selection=FEATURES, description="Offline and online features.")
 retrain_job = dg.define_asset_job(
