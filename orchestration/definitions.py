@@ -24,4 +24,7 @@ defs = dg.Definitions(
     schedules=[automation.feature_schedule, automation.daily_retrain],
     sensors=[automation.new_market_data, automation.model_quality, automation.run_failure_alert],
     resources=resources_from_env(),
+    # One process runs the steps in order: on a 2-core machine a process per step costs more
+    # (each would import torch again) than it gains. Scale out with dagster-k8s or Celery.
+    executor=dg.in_process_executor,
 )
