@@ -1,7 +1,9 @@
 """Jobs, schedules and sensors.
 
 Jobs:
-    whole_loop: every asset, data to production models (give it a partition range).
+    whole_loop: every asset, data to production models, over every daily partition in one run
+        (for open-ended partitions, pass the range as the run tags
+        ``dagster/asset_partition_range_start`` and ``..._end``).
     market_data_job: the raw and stored market data of the partitions it is given.
     feature_job: offline features and online features.
     retrain_job: training sets, the three candidates and their gates, reports, promotion.
@@ -32,8 +34,23 @@ MARKET_DATA = dg.AssetSelection.assets("raw_trades", "raw_bars", "raw_news", "ra
 FEATURES = dg.AssetSelection.assets("offline_features", "online_features")
 RETRAIN = dg.AssetSelection.groups("training", "models", "validation", "production")
 
+
+def _every_day() -> dict[str, str]:
+    """Run tags selecting every partition, when the partitions have an end (the synthetic market)."""
+    from orchestration.assets.common import settings
+
+    s = settings()
+    if s.partitions_end is None:
+        return {}
+    days = s.partition_days()
+    return {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
+
+
 whole_loop = dg.define_asset_job(
-    "whole_loop", selection=dg.AssetSelection.all(), description="Every asset: market data to production models."
+    "whole_loop",
+    selection=dg.AssetSelection.all(),
+    tags=_every_day(),
+    description="Every asset, market data to production models, over every day (one run).",
 )
 market_data_job = dg.define_asset_job(
     "market_data_job", selection=MARKET_DATA, description="Land, check and store market data."

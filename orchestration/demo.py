@@ -83,6 +83,9 @@ def _pipeline(settings: OrchestrationSettings) -> bool:
     """Run the ``whole_loop`` job over every partition on the persistent Dagster instance."""
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    instance_yaml = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
+    if not instance_yaml.exists():  # SQLite storage under DAGSTER_HOME, said explicitly
+        instance_yaml.write_text("telemetry:\n  enabled: false\n")
     import dagster as dg
 
     from orchestration.definitions import defs

@@ -22,7 +22,6 @@ from feature_store.services import ServiceUrls
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")]
 
 PRODUCTION = ("price_model_production", "sentiment_model_production", "risk_model_production")
-FIRST_DAY, LAST_DAY = "2026-01-05", "2026-02-03"  # the default synthetic market: 20 symbols x 30 days
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +41,7 @@ def loop_env(tmp_path_factory: pytest.TempPathFactory, service_urls: ServiceUrls
         "PYTHONWARNINGS": "ignore",
     }
     (home / "dagster").mkdir()
+    (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     yield env
     drop_database(url)
 
@@ -64,11 +64,7 @@ def _latest(instance: dg.DagsterInstance, key: str) -> dict[str, object] | None:
 
 @pytest.fixture(scope="module")
 def whole_loop(loop_env: dict[str, str]) -> dict[str, str]:
-    out = _dagster(
-        loop_env,
-        "asset", "materialize", "-m", "orchestration.definitions",
-        "--select", "*", "--partition-range", f"{FIRST_DAY}...{LAST_DAY}",
-    )  # fmt: skip
+    out = _dagster(loop_env, "job", "execute", "-m", "orchestration.definitions", "-j", "whole_loop")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     return loop_env
 
