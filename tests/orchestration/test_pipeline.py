@@ -81,7 +81,7 @@ def test_the_documented_command_runs_the_whole_graph_and_promotes_three_models(w
     for check in graph.asset_check_keys:
         record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
         assert record is not None, f"{check} never ran"
-        evaluation = record.event.dagster_event.event_specific_data.evaluation  # type: ignore[union-attr]
+        evaluation = record.event.dagster_event.event_specific_data  # type: ignore[union-attr]
         assert evaluation.passed, f"{check.name} failed: {evaluation.metadata}"
     # The promoted versions are in the BentoML store under the data folder.
     store = Path(whole_loop["BENTOML_HOME"]) / "models"
@@ -160,7 +160,7 @@ def test_a_failed_gate_blocks_promotion_and_rollback_restores_the_previous_versi
     instance = _instance(whole_loop)
     check = dg.AssetCheckKey(dg.AssetKey("price_model_candidate"), "price_model_gates")
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
-    evaluation = record.event.dagster_event.event_specific_data.evaluation  # type: ignore[union-attr]
+    evaluation = record.event.dagster_event.event_specific_data  # type: ignore[union-attr]
     assert not evaluation.passed
     assert evaluation.metadata["failed_gates"].value == ["ic_at_least_0.7_oracle"]
 
