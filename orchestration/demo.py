@@ -114,7 +114,7 @@ def _pipeline(settings: OrchestrationSettings) -> bool:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             print(f"  step {event.step_key} failed: {event.message}")
-    print(f"data docs: file://{settings.gx_root / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
+    print(f"data docs: file://{settings.gx_root / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
     print(f"validation reports: {settings.reports}/<model>/<version>.md (charts beside them)")
     print("the UI: `DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " .venv/bin/dagster dev` (reads workspace.yaml)")
     print("models: `.venv/bin/python -m serving.registry list`")

@@ -93,7 +93,7 @@ def test_the_documented_command_runs_the_whole_graph_and_promotes_three_models(w
     home = Path(whole_loop["RRR_HOME"])
     assert list((home / "reports" / "price").glob("*_cumulative_ic.svg"))
     assert list((home / "reports" / "risk").glob("*_SP500_var.svg"))
-    assert (home / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    assert (home / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
     price_report = _latest(instance, "price_validation_report")
     assert price_report is not None and "Cumulative IC" not in str(price_report["summary"])  # charts are separate
     assert "data:image/svg+xml;base64," in str(price_report["charts"])
