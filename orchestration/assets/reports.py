@@ -37,6 +37,20 @@ def _write(name: str, record: Any, markdown: str, charts: dict[str, str]) -> Pat
     return report
 
 
+def _result(name: str, record: Any, markdown: str, charts: dict[str, str], **numbers: float) -> dg.MaterializeResult:
+    """Write the report and return its metadata: the markdown, the charts inline, headline numbers."""
+    from orchestration import plots
+
+    metadata: dict[str, Any] = {
+        "candidate": record.tag,
+        "report": dg.MetadataValue.path(str(_write(name, record, markdown, charts))),
+        "summary": dg.MetadataValue.md(markdown),
+    }
+    if charts:
+        metadata["charts"] = dg.MetadataValue.md("\n\n".join(plots.markdown_image(svg, k) for k, svg in charts.items()))
+    return dg.MaterializeResult(metadata={**metadata, **numbers})
+
+
 def _gates_table(record: Any) -> str:
     from orchestration.plots import markdown_table
 
@@ -100,17 +114,14 @@ def price_validation_report(context: dg.AssetExecutionContext, model_store: Mode
             _gates_table(record),
         ]
     )
-    path = _write("price", record, markdown, charts)
-    return dg.MaterializeResult(
-        metadata={
-            "candidate": record.tag,
-            "report": dg.MetadataValue.path(str(path)),
-            "summary": dg.MetadataValue.md(markdown),
-            "charts": dg.MetadataValue.md("\n\n".join(plots.markdown_image(svg, k) for k, svg in charts.items())),
-            "ic": float(m["ic"]),
-            "oracle_share": float(m.get("oracle_share", float("nan"))),
-            "ls_sharpe": float(m.get("ls_sharpe", float("nan"))),
-        }
+    return _result(
+        "price",
+        record,
+        markdown,
+        charts,
+        ic=float(m["ic"]),
+        oracle_share=float(m.get("oracle_share", float("nan"))),
+        ls_sharpe=float(m.get("ls_sharpe", float("nan"))),
     )
 
 
@@ -141,15 +152,7 @@ def sentiment_validation_report(
             _gates_table(record),
         ]
     )
-    path = _write("sentiment", record, markdown, {})
-    return dg.MaterializeResult(
-        metadata={
-            "candidate": record.tag,
-            "report": dg.MetadataValue.path(str(path)),
-            "summary": dg.MetadataValue.md(markdown),
-            "unseen_macro_f1": float(m["unseen_macro_f1"]),
-        }
-    )
+    return _result("sentiment", record, markdown, {}, unseen_macro_f1=float(m["unseen_macro_f1"]))
 
 
 @dg.asset(group_name=GROUP, deps=["risk_model_candidate"], kinds={"markdown"})
@@ -198,13 +201,4 @@ def risk_validation_report(context: dg.AssetExecutionContext, model_store: Model
             y_label="log return",
         )
     markdown = "\n\n".join([f"# Risk model {record.tag}", plots.markdown_table(rows), "## Gates", _gates_table(record)])
-    path = _write("risk", record, markdown, charts)
-    return dg.MaterializeResult(
-        metadata={
-            "candidate": record.tag,
-            "report": dg.MetadataValue.path(str(path)),
-            "summary": dg.MetadataValue.md(markdown),
-            "charts": dg.MetadataValue.md("\n\n".join(plots.markdown_image(svg, k) for k, svg in charts.items())),
-            "index_pinball": float(m["index_pinball"]),
-        }
-    )
+    return _result("risk", record, markdown, charts, index_pinball=float(m["index_pinball"]))
