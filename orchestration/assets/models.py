@@ -145,12 +145,12 @@ def sentiment_model(
     import pandas as pd
 
     from orchestration import lake
-    from orchestration.assets.training_sets import _stored_bars
+    from orchestration.assets.training_sets import stored_bars
     from serving.training import train_sentiment
 
     registry = model_store.registry()
     news = lake.read_frame(training_path("sentiment"))
-    bars = postgres.run(_stored_bars)
+    bars = postgres.run(stored_bars)
     report, scored = train_sentiment(news, _train_settings().sentiment, bars, data_id=_data_id(news))
     lake.write_frame(lake_path_scores(), scored)
     lake.write_frame(validation_file("sentiment"), pd.DataFrame([report.metrics]))
@@ -241,10 +241,9 @@ def _production_asset(name: str) -> dg.AssetsDefinition:
     def promote(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> dg.MaterializeResult:
         registry = model_store.registry()
         candidate = json.loads(candidate_file(name).read_text())
+        # The production score the gate compared with (None without production; -inf when production
+        # reads other feature sets and cannot be re-scored, so the candidate's own gates decide).
         score = candidate.get("champion_score")
-        score = None if score is None or score == float("-inf") else float(score)
-        if candidate.get("champion_score") == float("-inf"):
-            score = -1e300 if registry.PRIMARY_METRIC[name][1] else 1e300  # not comparable: the gates decide
         record = registry.promote(candidate["tag"], champion_score=score)
         context.log.info(f"{record.tag} is now the production {name} model (was {candidate.get('champion')})")
         metric, _ = registry.PRIMARY_METRIC[name]

@@ -17,7 +17,8 @@ def training_path(name: str) -> Any:
     return settings().lake / "training" / f"{name}.parquet"
 
 
-async def _stored_bars(pool: Any) -> Any:
+async def stored_bars(pool: Any) -> Any:
+    """Every stored 1-minute bar inside the partitions' days."""
     from feature_store.market_data import MarketDataStore
 
     row = await pool.fetchrow(
@@ -66,7 +67,7 @@ def risk_training_set(context: dg.AssetExecutionContext, postgres: PostgresResou
     from orchestration import lake
     from serving.training import risk_returns
 
-    returns = risk_returns(postgres.run(_stored_bars))
+    returns = risk_returns(postgres.run(stored_bars))
     path = lake.write_frame(training_path("risk"), returns)
     return dg.MaterializeResult(
         metadata={
@@ -93,7 +94,7 @@ def price_training_set(context: dg.AssetExecutionContext, postgres: PostgresReso
     label = label_name(PriceConfig().horizon)
 
     async def read(pool: Any) -> tuple[Any, Any]:
-        bars = await _stored_bars(pool)
+        bars = await stored_bars(pool)
         start, end = int(bars["start_ns"].min()), int(bars["start_ns"].max()) + 1
         stored = await build_training_set(PostgresOfflineStore(pool), [PRICE], [label], start, end)
         return bars, stored
