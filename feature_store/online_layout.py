@@ -315,6 +315,35 @@ class LayoutReads(ABC):
             feature_set, symbols, length, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
         )
 
+    def read_windows_many(
+        self,
+        feature_sets: Sequence[FeatureSet],
+        symbols: Sequence[str],
+        length: int,
+        *,
+        as_of_ns: int | None = None,
+        max_age_s: float | None = None,
+        now_ns: int | None = None,
+    ) -> list[FeatureWindows]:
+        """:meth:`read_windows` of several feature sets for the same symbols, in one round trip
+        where the backend can (a model reading two sets pays one network hop, not two)."""
+        self.layout.check_length(length)
+        if isinstance(symbols, str):
+            raise TypeError("symbols must be a sequence of names, not one string")
+        fetched = self._fetch_many(feature_sets, symbols)
+        return [
+            self.layout.decode_windows(
+                fs, symbols, length, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
+            )
+            for fs, (version, blobs) in zip(feature_sets, fetched, strict=True)
+        ]
+
+    def _fetch_many(
+        self, feature_sets: Sequence[FeatureSet], symbols: Sequence[str]
+    ) -> list[tuple[bytes | None, list[bytes | None]]]:
+        """Each set's :meth:`_fetch`; backends that can batch the reads override it."""
+        return [self._fetch(fs, symbols) for fs in feature_sets]
+
     def _fetch_checked(
         self, feature_set: FeatureSet, symbols: Sequence[str]
     ) -> tuple[bytes | None, list[bytes | None]]:

@@ -68,6 +68,7 @@ class RedisOnlineStore(LayoutReads):
         self.layout = layout or OnlineLayout()
         self._write_script = client.register_script(_WRITE)
         self._prepared: tuple[str, str, list[str], list[str]] = ("", "", [], [])
+        self._read_prepared: tuple[tuple[tuple[str, str], ...], list[str], list[str]] = ((), [], [])
 
     @classmethod
     def from_url(cls, url: str, layout: OnlineLayout | None = None) -> RedisOnlineStore:
@@ -113,6 +114,25 @@ class RedisOnlineStore(LayoutReads):
         keys = [self.layout.version_key(feature_set)] + [self.layout.key(feature_set, s) for s in symbols]
         values = self._call(lambda: self._client.mget(keys), "read", feature_set)
         return values[0], list(values[1:])
+
+    def _fetch_many(
+        self, feature_sets: Sequence[FeatureSet], symbols: Sequence[str]
+    ) -> list[tuple[bytes | None, list[bytes | None]]]:
+        # A model reads the same symbols every bar: building 2,000 key names once pays (~0.7 ms).
+        sets = tuple((fs.name, fs.version) for fs in feature_sets)
+        last_sets, last_symbols, keys = self._read_prepared
+        if sets != last_sets or last_symbols != symbols:
+            keys = []
+            for fs in feature_sets:
+                keys.append(self.layout.version_key(fs))
+                keys.extend(self.layout.key(fs, s) for s in symbols)
+            self._read_prepared = (sets, list(symbols), keys)
+        values = self._call(lambda: self._client.mget(keys), "read", feature_sets[0]) if keys else []
+        out, step = [], len(symbols) + 1
+        for i in range(len(feature_sets)):
+            chunk = values[i * step : (i + 1) * step]
+            out.append((chunk[0], list(chunk[1:])))
+        return out
 
     def _call(self, action: Any, what: str, feature_set: FeatureSet) -> Any:
         try:

@@ -71,11 +71,16 @@ def _bentoml(settings: ServingSettings | None = None) -> Any:
     return bentoml
 
 
+def store_path() -> Path:
+    """The model store's folder (``BENTOML_HOME``)."""
+    _bentoml()
+    return Path(os.environ["BENTOML_HOME"])
+
+
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
     """Serialize stage changes between processes sharing the model store."""
-    _bentoml()
-    path = Path(os.environ["BENTOML_HOME"]) / "registry.lock"
+    path = store_path() / "registry.lock"
     with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

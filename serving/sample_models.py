@@ -1,0 +1,96 @@
+"""Untrained sample models, saved to the model store to try the service without the pipeline.
+
+``python -m serving.sample_models`` saves one price, sentiment and risk model into the store
+(``BENTOML_HOME``) and promotes them. Their weights are random (the sentiment model keeps the
+pretrained encoder with a random head): the service answers with the right shapes and
+versions, not with useful forecasts. Run the Dagster pipeline (``make demo``) for trained ones.
+Their metadata says ``sample: true`` and their gates are recorded as passed, so that they can
+be promoted and replaced by each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from serving import registry
+
+__all__ = ["save_price", "save_risk", "save_sentiment", "seed"]
+
+_FINGERPRINT = {"price": "sample-price", "sentiment": "sample-sentiment", "risk": "sample-risk"}
+
+
+def _meta(name: str, score: float, **extra: Any) -> dict[str, Any]:
+    metric, _ = registry.PRIMARY_METRIC[name]
+    return {
+        "sample": True,
+        "metrics": {metric: score},
+        "gates": {"sample_model": True},
+        "validation_fingerprint": _FINGERPRINT[name],
+        "git_commit": registry.git_commit(),
+        **extra,
+    }
+
+
+def save_price(seed: int = 0, score: float = 0.0) -> registry.ModelRecord:
+    """A price model with random signal coefficients (``seed``), reading today's feature versions."""
+    import torch
+
+    from feature_store.features.catalog import PRICE, SENTIMENT
+    from serving.models import price
+
+    config = price.PriceConfig()
+    torch.manual_seed(seed)
+    model = price.build_model(config)
+    with torch.no_grad():
+        model.coef.normal_(0.0, 0.05)
+    versions = {"price": PRICE.version, "sentiment": SENTIMENT.version}
+    return registry.save("price", model.state_dict(), config.to_json(), _meta("price", score, feature_sets=versions))
+
+
+def save_sentiment(seed: int = 0, score: float = 0.0) -> registry.ModelRecord:
+    """The pretrained MiniLM encoder with a random head."""
+    import torch
+
+    from serving.models import sentiment
+
+    config = sentiment.SentimentConfig()
+    torch.manual_seed(seed)
+    tokenizer, encoder = sentiment.load_encoder("cpu")
+    model = sentiment.build_model(config, encoder, tokenizer)
+    state = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
+    return registry.save("sentiment", state, config.to_json(), _meta("sentiment", score))
+
+
+def save_risk(seed: int = 0, score: float = 1.0) -> registry.ModelRecord:
+    """A risk model at its initialization: the EWMA forecast with Gaussian quantiles."""
+    import torch
+
+    from serving.models import risk
+
+    config = risk.RiskConfig()
+    torch.manual_seed(seed)
+    model = risk.build_model(config)
+    return registry.save("risk", model.state_dict(), config.to_json(), _meta("risk", score))
+
+
+def seed(*, promote: bool = True) -> dict[str, str]:
+    """Save (and promote) one sample model of each kind; returns name -> tag."""
+    records = {"price": save_price(), "sentiment": save_sentiment(), "risk": save_risk()}
+    if promote:
+        for record in records.values():
+            registry.promote(record.tag)
+    return {name: record.tag for name, record in records.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.sample_models", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-promote", action="store_true", help="save them as candidates only")
+    args = parser.parse_args(argv)
+    print(json.dumps(seed(promote=not args.no_promote)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,305 @@
+"""The model service as users run it: a real ``bentoml serve`` on a free port, called through
+the project's client, with features in a real Redis.
+
+The service runs with a model store of its own (sample models with random weights: the tests
+are about serving, not forecasting skill) and a Redis database of its own on the session's
+server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import pytest
+import redis
+
+from feature_store.features.catalog import PRICE, RISK, SENTIMENT
+from feature_store.online_layout import OnlineLayout
+from feature_store.redis_store import RedisOnlineStore
+from serving import launcher
+from serving.client import ModelClient, RequestRejected
+
+pytestmark = pytest.mark.slow
+
+NS_MIN = 60 * 10**9
+T0 = 1_700_000_000 * 10**9 // NS_MIN * NS_MIN
+BARS = 20
+LAST = T0 + (BARS - 1) * NS_MIN
+SYMBOLS = [f"T{i:03d}" for i in range(50)]
+
+
+def _python(env: dict[str, str], code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _db_url(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, service_urls):
+    home = tmp_path_factory.mktemp("serving")
+    redis_url = _db_url(service_urls.redis_url, 11)
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        **os.environ,
+        "RRR_HOME": str(home),
+        "BENTOML_HOME": str(home / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "REDIS_URL": redis_url,
+        "RRR_SERVING_POLL_S": "0.5",
+    }
+    tags = json.loads(_python(env, "from serving import sample_models; import json; print(json.dumps(sample_models.seed()))"))
+    tags["price_next"] = _python(env, "from serving import sample_models; print(sample_models.save_price(seed=1).tag)")
+    online = RedisOnlineStore.from_url(redis_url, OnlineLayout())
+    rng = np.random.default_rng(3)
+    for bar in range(BARS):
+        for fs in (PRICE, SENTIMENT, RISK):
+            values = rng.normal(0.0, 0.01, (len(SYMBOLS), len(fs))).astype(np.float32)
+            if fs is PRICE:
+                values[:, fs.index(["rvol_60"])[0]] = 0.002
+                if bar == BARS - 1:
+                    values[-1, fs.index(["resid_z_ewm_10"])[0]] = np.nan  # T049 is warming up
+            online.write_latest(fs, T0 + bar * NS_MIN, SYMBOLS, values)
+    service = launcher.start(port=launcher.free_port(), env=env, log_path=home / "serving.log")
+    yield {"env": env, "tags": tags, "online": online, "url": service.url, "service": service}
+    service.stop()
+    online.close()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _client_call(url: str, method: str, *args, **kwargs):
+    async with ModelClient(url, retries=0) as client:
+        return await getattr(client, method)(*args, **kwargs)
+
+
+def call(stack, method: str, *args, **kwargs):
+    return run(_client_call(stack["url"], method, *args, **kwargs))
+
+
+def rejected(stack, method: str, *args, **kwargs) -> RequestRejected:
+    with pytest.raises(RequestRejected) as info:
+        call(stack, method, *args, **kwargs)
+    return info.value
+
+
+def test_versions_health_and_loopback(stack) -> None:
+    out = call(stack, "versions")
+    tags = stack["tags"]
+    assert {n: m["tag"] for n, m in out["models"].items()} == {n: tags[n] for n in ("price", "sentiment", "risk")}
+    assert out["models"]["price"]["feature_sets"] == {"price": PRICE.version, "sentiment": SENTIMENT.version}
+    assert out["ready"] is True and out["device"] == "cpu" and out["torch_threads"] == 1
+    assert stack["url"].startswith("http://127.0.0.1:")
+    import urllib.request
+
+    for probe in ("livez", "readyz"):
+        with urllib.request.urlopen(f"{stack['url']}/{probe}") as resp:
+            assert resp.status == 200
+    with urllib.request.urlopen(f"{stack['url']}/metrics") as resp:
+        metrics = resp.read().decode()
+    assert "rrr_request_duration_seconds_bucket" in metrics and "rrr_serving_model_swaps_total" in metrics
+
+
+def test_forecast_from_the_online_store_matches_the_windows_path(stack) -> None:
+    symbols = SYMBOLS[:10]
+    out = call(stack, "forecast", symbols, LAST)
+    assert out["symbols"] == symbols and out["ts_ns"] == [LAST] * 10
+    assert out["models"] == {"price": stack["tags"]["price"]}
+    assert out["feature_sets"] == {"price": PRICE.version, "sentiment": SENTIMENT.version}
+    assert np.isfinite(out["mean"]).all() and (np.array(out["sd"]) > 0).all()
+    assert len(set(out["mean"])) == 10  # computed per symbol, not a constant
+
+    versions = call(stack, "versions")["models"]["price"]
+    columns, window = versions["features"], versions["window"]
+    online = stack["online"]
+    reads = online.read_windows_many([PRICE, SENTIMENT], symbols, window, as_of_ns=LAST)
+    by_name = {}
+    for fs, read in zip((PRICE, SENTIMENT), reads, strict=True):
+        for name in fs.names:
+            by_name[name] = read.values[:, :, fs.index([name])[0]]
+    windows = np.stack([by_name[c] for c in columns], axis=2)
+    carried = call(stack, "forecast_windows", windows.tolist(), out["feature_sets"], columns)
+    np.testing.assert_allclose(carried["mean"], out["mean"], rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(carried["sd"], out["sd"], rtol=1e-5)
+
+
+def test_bad_inputs_get_4xx_naming_the_problem_and_the_service_keeps_serving(stack) -> None:
+    err = rejected(stack, "forecast", ["T000", "NOPE"], LAST)
+    assert err.status == 404 and "NOPE" in err.message
+    err = rejected(stack, "forecast", ["T000"], LAST + NS_MIN)
+    assert err.status == 422 and "not the requested bar" in err.message
+    err = rejected(stack, "forecast", ["T000"], LAST, feature_sets={"price": "0000000000000000"})
+    assert err.status == 409 and "0000000000000000" in err.message
+    err = rejected(stack, "forecast", ["T049"], LAST)
+    assert err.status == 422 and "warming up" in err.message and "T049" in err.message
+    err = rejected(stack, "forecast", [], LAST)
+    assert err.status == 400 and "symbols" in err.message
+    err = rejected(stack, "forecast", ["bad symbol!"], LAST)
+    assert err.status == 400
+
+    partial = call(stack, "forecast", ["T000", "NOPE", "T049"], LAST, partial=True)
+    assert partial["symbols"] == ["T000"]
+    assert set(partial["rejected"]) == {"NOPE", "T049"}
+
+    fs = {"price": PRICE.version, "sentiment": SENTIMENT.version}
+    err = rejected(stack, "forecast_windows", np.zeros((2, 3, 4)).tolist(), fs)
+    assert err.status == 400 and "shape (N, 16, 12)" in err.message
+    nan_window = np.full((1, 16, 12), 0.1)
+    nan_window[0, 3, 2] = np.nan  # JSON has no NaN: it travels as null
+    err = rejected(stack, "forecast_windows", nan_window, fs)
+    assert err.status == 400
+    err = rejected(stack, "forecast_windows", np.full((1, 16, 12), 0.1), {"price": "other"})
+    assert err.status == 409 and "other" in err.message
+    err = rejected(stack, "forecast_windows", np.full((1, 16, 12), 0.1), fs, ["wrong"] * 12)
+    assert err.status == 409 and "columns" in err.message
+
+    assert rejected(stack, "sentiment", [""]).status == 400
+    err = rejected(stack, "sentiment", ["x" * 1001])
+    assert err.status == 400 and "1000" in err.message
+    assert rejected(stack, "sentiment", ["a headline"] * 513).status == 400
+    err = rejected(stack, "risk", returns={"T000": [0.01] * 3})
+    assert err.status == 422 and "at least" in err.message
+    err = rejected(stack, "risk", returns={"T000": [100.0] * 30})
+    assert err.status == 400 and "log returns" in err.message
+    err = rejected(stack, "portfolio_risk", {"T000": 1.0, "NOPE": 2.0}, LAST)
+    assert err.status == 404 and "NOPE" in err.message
+
+    assert call(stack, "forecast", ["T000"], LAST)["symbols"] == ["T000"]  # still serving
+
+
+def test_sentiment_batches_concurrent_requests(stack) -> None:
+    texts = ["Acme beats estimates and raises guidance", "Regulator sues Acme over accounting", "Acme to hold meeting"]
+
+    async def many():
+        async with ModelClient(stack["url"], retries=0) as client:
+            return await asyncio.gather(*(client.sentiment(texts) for _ in range(16)))
+
+    results = run(many())
+    for result in results:
+        assert len(result) == 3
+        for item in result:
+            assert abs(sum(item["probabilities"]) - 1.0) < 1e-5
+            assert -1.0 <= item["score"] <= 1.0
+            assert item["models"] == {"sentiment": stack["tags"]["sentiment"]}
+    np.testing.assert_allclose([r["score"] for r in results[0]], [r["score"] for r in results[-1]], atol=1e-5)
+
+
+def test_risk_per_symbol_and_portfolio(stack) -> None:
+    rng = np.random.default_rng(5)
+    returns = {"A": (rng.standard_normal(300) * 0.01).tolist(), "B": (rng.standard_normal(300) * 0.02).tolist()}
+    out = call(stack, "risk", returns=returns)
+    assert out["symbols"] == ["A", "B"] and out["models"] == {"risk": stack["tags"]["risk"]}
+    vol = np.array(out["volatility"])
+    assert 0.005 < vol[0] < 0.02 and 0.01 < vol[1] < 0.04 and vol[1] > vol[0]
+    assert (np.array(out["es975"]) >= np.array(out["var99"]) * 0.9).all()
+
+    stored = call(stack, "risk", SYMBOLS[:3], LAST)
+    assert stored["feature_sets"] == {"risk": RISK.version} and len(stored["var99"]) == 3
+
+    book = call(stack, "portfolio_risk", {"A": 1000.0, "B": -500.0}, returns=returns)
+    assert book["var99"] > 0 and book["es975"] > book["var99"] * 0.9
+    assert set(book["stress"]) >= {"worst_period_1", "market_-3sd"}
+    hedged = call(stack, "portfolio_risk", {"A": 1000.0}, returns=returns)
+    assert hedged["volatility"] == pytest.approx(1000.0 * vol[0], rel=1e-6)
+    from_store = call(stack, "portfolio_risk", {"T000": 1000.0, "T001": 1000.0}, LAST)
+    assert from_store["var99"] > 0
+
+
+def _registry_cli(stack, *args: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "serving.registry", *args], env=stack["env"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_hot_swap_and_rollback_under_load(stack) -> None:
+    old, new = stack["tags"]["price"], stack["tags"]["price_next"]
+
+    async def load(until_tag: str, promote) -> list[str]:
+        seen: list[str] = []
+        failures: list[str] = []
+        switched = asyncio.Event()
+        async with ModelClient(stack["url"], retries=0, timeout_s=5.0) as client:
+
+            async def worker() -> None:
+                while not switched.is_set():
+                    try:
+                        out = await client.forecast(SYMBOLS[:40], LAST)
+                    except Exception as exc:  # every failure is collected and fails the test below
+                        failures.append(repr(exc))
+                        continue
+                    seen.append(out["models"]["price"])
+                    if out["models"]["price"] == until_tag:
+                        switched.set()
+
+            async def trigger() -> None:
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(promote)
+                await asyncio.wait_for(switched.wait(), timeout=15)
+                await asyncio.sleep(0.3)  # keep loading a little after the swap
+
+            tasks = [asyncio.create_task(worker()) for _ in range(8)]
+            await trigger()
+            await asyncio.gather(*tasks)
+        assert failures == []
+        return seen
+
+    seen = run(load(new, lambda: _registry_cli(stack, "promote", new)))
+    assert seen[0] == old and new in seen
+    first_new = seen.index(new)
+    assert set(seen[first_new:]) == {new}  # once swapped, the old version never answers again
+    assert len(seen) > 50
+
+    seen = run(load(old, lambda: _registry_cli(stack, "rollback", "price")))
+    assert seen[0] == new and seen[-1] == old
+    assert call(stack, "versions")["models"]["price"]["tag"] == old
+
+
+def test_api_key_protects_everything_but_the_probes(stack) -> None:
+    env = {**stack["env"], "RRR_SERVING_API_KEY": "s3cret-key"}
+    home = Path(env["RRR_HOME"])
+    service = launcher.start(port=launcher.free_port(), env=env, log_path=home / "serving-key.log")
+    try:
+        err = rejected({"url": service.url}, "versions")
+        assert err.status == 401 and "API key" in err.message
+        with pytest.raises(RequestRejected) as info:
+            run(_keyed(service.url, "wrong"))
+        assert info.value.status == 401
+        assert run(_keyed(service.url, "s3cret-key"))["ready"] is True
+        import urllib.request
+
+        with urllib.request.urlopen(f"{service.url}/readyz") as resp:
+            assert resp.status == 200
+    finally:
+        service.stop()
+
+
+async def _keyed(url: str, key: str):
+    async with ModelClient(url, api_key=key, retries=0) as client:
+        return await client.versions()
+
+
+def test_client_retries_then_names_the_unreachable_service() -> None:
+    from serving.client import ServiceUnavailable
+
+    url = f"http://127.0.0.1:{launcher.free_port()}"
+    with pytest.raises(ServiceUnavailable, match="after 3 attempts"):
+        run(_client_call_retry(url))
+
+
+async def _client_call_retry(url: str):
+    async with ModelClient(url, retries=2, backoff_s=0.01, timeout_s=0.5) as client:
+        return await client.versions()
