@@ -131,7 +131,9 @@ def start(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "bentoml", "serve", target, "--host", settings.host, "--port", str(port)]
     with log_path.open("ab") as log:
-        process = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     service = ServiceProcess(process, f"http://{settings.host}:{port}", log_path)
     try:
         wait_ready(service.url, ready_timeout_s, process)

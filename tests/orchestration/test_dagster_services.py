@@ -75,7 +75,7 @@ def test_dagster_dev_serves_every_asset_check_schedule_and_sensor_and_stops_clea
                     data=json.dumps({"query": _QUERY}).encode(),
                     headers={"Content-Type": "application/json"},
                 )
-                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http on 127.0.0.1)
+                with urllib.request.urlopen(request, timeout=10) as response:
                     nodes = json.loads(response.read())["data"]["repositoriesOrError"].get("nodes") or None
             except OSError:
                 time.sleep(1.0)

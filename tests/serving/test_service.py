@@ -59,7 +59,9 @@ def stack(tmp_path_factory, service_urls):
         "REDIS_URL": redis_url,
         "RRR_SERVING_POLL_S": "0.5",
     }
-    tags = json.loads(_python(env, "from serving import sample_models; import json; print(json.dumps(sample_models.seed()))"))
+    tags = json.loads(
+        _python(env, "from serving import sample_models; import json; print(json.dumps(sample_models.seed()))")
+    )
     tags["price_next"] = _python(env, "from serving import sample_models; print(sample_models.save_price(seed=1).tag)")
     online = RedisOnlineStore.from_url(redis_url, OnlineLayout())
     rng = np.random.default_rng(3)
