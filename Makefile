@@ -31,9 +31,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# Stops the embedded PostgreSQL and Redis servers under RRR_HOME (default ./.rrr).
+# Stops the model service and the embedded PostgreSQL and Redis servers under RRR_HOME (default ./.rrr).
 stop:
-	@if [ -x $(PY) ]; then $(PY) -m feature_store.services stop; else echo "nothing to stop (no $(VENV))"; fi
+	@if [ -x $(PY) ]; then $(PY) -m serving.launcher stop; $(PY) -m feature_store.services stop; \
+	else echo "nothing to stop (no $(VENV))"; fi
 
 clean: stop
 	rm -rf .rrr

@@ -6,7 +6,9 @@ date, import the real exchange recordings when they are present, then run the Da
 ``$DAGSTER_HOME`` (default ``$RRR_HOME/dagster``), which is what ``dagster dev`` then shows:
 raw partitions landed and checked by Great Expectations, stored in PostgreSQL, features
 offline and online, training sets, the three candidates trained and gated, validation
-reports, and promotion. It ends with a summary and where the Data Docs and reports are.
+reports, and promotion. Then it starts the model service (``bentoml serve``) on the promoted
+models, calls it once per API through the client, and leaves it running for the engine. It
+ends with a summary and where the Data Docs and reports are.
 
 Environment: ``RRR_SYNTHETIC_SYMBOLS``, ``RRR_SYNTHETIC_DAYS``, ``RRR_SYNTHETIC_SEED`` size
 the market; ``RRR_TRAIN=small`` trains with the small settings; ``RRR_RECORDINGS_DIR``
@@ -75,7 +77,9 @@ async def run_demo() -> int:
     finally:
         await pool.close()
     ok = _pipeline(pipeline)
-    print(f"demo finished in {time.perf_counter() - wall:.1f} s; `make stop` stops the servers")
+    if ok:
+        ok = await _serve(urls.database_url)
+    print(f"demo finished in {time.perf_counter() - wall:.1f} s; `make stop` stops the servers and the service")
     return 0 if ok else 1
 
 
@@ -119,6 +123,52 @@ def _pipeline(settings: OrchestrationSettings) -> bool:
     print("the UI: `DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " .venv/bin/dagster dev` (reads workspace.yaml)")
     print("models: `.venv/bin/python -m serving.registry list`")
     return bool(result.success)
+
+
+async def _serve(database_url: str) -> bool:
+    """Start the model service (or reuse the running one) and call each API once."""
+    from serving import launcher
+    from serving.client import ModelClient
+    from serving.errors import ServingError
+
+    started = time.perf_counter()
+    try:
+        url, fresh = await asyncio.to_thread(launcher.ensure_running)
+    except ServingError as exc:
+        print(f"model service: FAILED to start: {exc}")
+        return False
+    print(
+        f"model service: {'started' if fresh else 'already running'} at {url} ({time.perf_counter() - started:.1f} s)"
+    )
+    pool = await open_pool(database_url)
+    try:
+        rows = await pool.fetch("SELECT DISTINCT symbol FROM bars WHERE interval_s = $1 ORDER BY symbol", 60)
+    finally:
+        await pool.close()
+    symbols = [r["symbol"] for r in rows]
+    async with ModelClient(url) as client:
+        versions = await client.versions()
+        for model in versions["models"].values():
+            print(f"  serving {model['tag']} {model['feature_sets'] or ''}")
+        started = time.perf_counter()
+        out = await client.forecast(symbols, partial=True)
+        took = (time.perf_counter() - started) * 1e3
+        print(f"  /forecast: {len(out['symbols'])} symbols in {took:.1f} ms")
+        reasons: dict[str, int] = {}
+        for reason in out["rejected"].values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, count in reasons.items():  # e.g. the recordings' symbols: bars stored, no online features
+            print(f"    left out {count}: {reason}")
+        if out["symbols"]:
+            best = max(range(len(out["symbols"])), key=lambda i: out["mean"][i])
+            print(f"    strongest: {out['symbols'][best]} mean {out['mean'][best]:+.5f} sd {out['sd'][best]:.5f}")
+        scored = await client.sentiment(["Acme beats estimates and raises guidance", "Regulator sues Acme"])
+        print("  /sentiment: " + ", ".join(f"{s['score']:+.2f}" for s in scored))
+        if out["symbols"]:
+            book = await client.portfolio_risk({s: 10_000.0 for s in out["symbols"][:5]})
+            print(f"  /portfolio_risk of 5 x 10,000: VaR99 {book['var99']:.2f}, ES97.5 {book['es975']:.2f}")
+    print(f"the service keeps running for the engine: {url} (log in $RRR_HOME/logs/serving.log)")
+    return True
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 from serving.config import ServingSettings
 from serving.errors import ServingError
 
-__all__ = ["ServiceProcess", "free_port", "start", "stop_recorded", "wait_ready"]
+__all__ = ["ServiceProcess", "ensure_running", "free_port", "start", "stop_recorded", "wait_ready"]
 
 TARGET = "serving.service:ModelService"
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +147,24 @@ def _state_path() -> Path:
     return Path(os.environ.get("RRR_HOME", ".rrr")).resolve() / "serving.json"
 
 
+def ensure_running(port: int | None = None) -> tuple[str, bool]:
+    """The URL of the recorded service, starting it first when it is not running.
+
+    Returns the URL and whether this call started it. The service keeps running after this
+    process exits; :func:`stop_recorded` (``make stop``) stops it.
+    """
+    path = _state_path()
+    if path.exists():
+        state = json.loads(path.read_text())
+        if _alive(int(state["pid"])):
+            return str(state["url"]), False
+    service = start(port=port)
+    state = {"pid": service.process.pid, "url": service.url, "log": str(service.log_path)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state))
+    return service.url, True
+
+
 def stop_recorded() -> bool:
     """Stop the service recorded in ``$RRR_HOME/serving.json``; False when none was running."""
     path = _state_path()
@@ -170,18 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = _state_path()
     if args.command == "start":
-        if path.exists() and _alive(int(json.loads(path.read_text())["pid"])):
-            print(f"already running: {json.loads(path.read_text())['url']}")
-            return 0
         try:
-            service = start(port=args.port)
+            url, started = ensure_running(port=args.port)
         except ServingError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        state = {"pid": service.process.pid, "url": service.url, "log": str(service.log_path)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(state))
-        print(f"model service ready at {service.url} (log {service.log_path})")
+        print(f"model service {'ready' if started else 'already running'} at {url}")
     elif args.command == "status":
         if not path.exists():
             print("not running")

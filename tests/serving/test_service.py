@@ -305,3 +305,24 @@ def test_client_retries_then_names_the_unreachable_service() -> None:
 async def _client_call_retry(url: str):
     async with ModelClient(url, retries=2, backoff_s=0.01, timeout_s=0.5) as client:
         return await client.versions()
+
+
+def test_bentoml_build_offline_and_the_built_bento_serves(stack) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**stack["env"], "PIP_NO_INDEX": "1"}  # nothing may be fetched
+    out = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", str(root), "--output", "tag"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=root,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    tag = out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    assert tag.startswith("rrr_models:")
+    src = Path(env["BENTOML_HOME"]) / "bentos" / "rrr_models" / tag.split(":")[1] / "src"
+    assert (src / "serving" / "service.py").exists() and (src / "feature_store" / "online_layout.py").exists()
+    home = Path(env["RRR_HOME"])
+    service = launcher.start(port=launcher.free_port(), env=env, target=tag, log_path=home / "bento.log")
+    try:
+        out = run(_client_call(service.url, "forecast", SYMBOLS[:3], LAST))
+        assert out["models"]["price"] in (stack["tags"]["price"], stack["tags"]["price_next"])
+    finally:
+        service.stop()
