@@ -66,11 +66,13 @@ class FeatureLookupError(FeatureStoreError):
     Attributes:
         feature_set: the feature set read.
         symbols: the symbols concerned, sorted.
+        problem: what is wrong with them, in words.
     """
 
     def __init__(self, feature_set: str, symbols: list[str], problem: str) -> None:
         self.feature_set = feature_set
         self.symbols = sorted(symbols)
+        self.problem = problem
         shown = ", ".join(self.symbols[:10]) + (f" and {len(self.symbols) - 10} more" if len(self.symbols) > 10 else "")
         super().__init__(f"feature set {feature_set!r}: {problem}" + (f" (symbols: {shown})" if shown else ""))
 

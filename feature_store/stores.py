@@ -123,6 +123,20 @@ class OnlineStore(Protocol):
         """
         ...
 
+    def read_windows_many(
+        self,
+        feature_sets: Sequence[FeatureSet],
+        symbols: Sequence[str],
+        length: int,
+        *,
+        as_of_ns: int | None = None,
+        max_age_s: float | None = None,
+        now_ns: int | None = None,
+    ) -> list[FeatureWindows]:
+        """:meth:`read_windows` of each set for the same symbols, in one round trip where the
+        backend can; raises the first set's error first."""
+        ...
+
 
 class OfflineStore(Protocol):
     """Features and labels over time, written in bulk and read by time range and symbols."""

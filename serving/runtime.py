@@ -315,7 +315,8 @@ def read_price_windows(
     pairs = _price_sets(served)
     wanted = list(dict.fromkeys(symbols))
     rejected: dict[str, str] = {}
-    for _ in range(3):
+    # Each partial round leaves out the symbols one error names: at most two errors per set.
+    for _ in range(2 * len(pairs) + 1):
         try:
             reads = online.read_windows_many(
                 [fs for fs, _ in pairs], wanted, window, as_of_ns=ts_ns, max_age_s=max_age_s
@@ -338,7 +339,7 @@ def read_price_windows(
                     np.empty(0, np.int64),
                     rejected,
                 )
-    else:  # pragma: no cover - each retry removes at least one symbol; three rounds cover both sets
+    else:
         raise StaleInputError("the online store kept changing while it was read; retry", wanted)
     order = [c for _, cols in pairs for c in cols]
     stacked = np.concatenate(

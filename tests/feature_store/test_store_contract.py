@@ -84,6 +84,21 @@ def test_windows_hold_the_last_bars_oldest_first(online: OnlineStore) -> None:
     np.testing.assert_array_equal(windows.values, expected)
 
 
+def test_several_sets_read_in_one_call_equal_their_reads_one_by_one(online: OnlineStore) -> None:
+    for i in range(6):
+        online.write_latest(RISK, T0 + i * MINUTE, ["A", "B"], vectors(2, i))
+        online.write_latest(PRICE, T0 + i * MINUTE, ["A", "B"], vectors(2, 10 + i, len(PRICE)))
+    both = online.read_windows_many([PRICE, RISK], ["B", "A"], 4, as_of_ns=T0 + 5 * MINUTE)
+    for fs, got in zip((PRICE, RISK), both, strict=True):
+        one = online.read_windows(fs, ["B", "A"], 4)
+        assert got.feature_set == fs.name and got.symbols == ("B", "A")
+        np.testing.assert_array_equal(got.values, one.values)
+    with pytest.raises(MissingFeaturesError, match="symbols: C"):
+        online.read_windows_many([PRICE, RISK], ["A", "C"], 4)
+    with pytest.raises(StaleFeaturesError):
+        online.read_windows_many([PRICE, RISK], ["A"], 4, as_of_ns=T0 + 6 * MINUTE)
+
+
 def test_a_bar_not_written_is_a_nan_row_of_the_window(online: OnlineStore) -> None:
     online.write_latest(RISK, T0, ["A"], vectors(1, 0))
     online.write_latest(RISK, T0 + 2 * MINUTE, ["A"], vectors(1, 2))

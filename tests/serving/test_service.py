@@ -73,6 +73,8 @@ def stack(tmp_path_factory, service_urls):
                 if bar == BARS - 1:
                     values[-1, fs.index(["resid_z_ewm_10"])[0]] = np.nan  # T049 is warming up
             online.write_latest(fs, T0 + bar * NS_MIN, SYMBOLS, values)
+            if bar < BARS - 1 and fs is not RISK:  # OLD stopped updating one bar ago
+                online.write_latest(fs, T0 + bar * NS_MIN, ["OLD"], values[:1])
     service = launcher.start(port=launcher.free_port(), env=env, log_path=home / "serving.log")
     yield {"env": env, "tags": tags, "online": online, "url": service.url, "service": service}
     service.stop()
@@ -152,9 +154,10 @@ def test_bad_inputs_get_4xx_naming_the_problem_and_the_service_keeps_serving(sta
     err = rejected(stack, "forecast", ["bad symbol!"], LAST)
     assert err.status == 400
 
-    partial = call(stack, "forecast", ["T000", "NOPE", "T049"], LAST, partial=True)
+    partial = call(stack, "forecast", ["T000", "NOPE", "T049", "OLD"], LAST, partial=True)
     assert partial["symbols"] == ["T000"]
-    assert set(partial["rejected"]) == {"NOPE", "T049"}
+    assert set(partial["rejected"]) == {"NOPE", "T049", "OLD"}
+    assert "not the requested bar" in partial["rejected"]["OLD"]
 
     fs = {"price": PRICE.version, "sentiment": SENTIMENT.version}
     err = rejected(stack, "forecast_windows", np.zeros((2, 3, 4)).tolist(), fs)
