@@ -58,7 +58,7 @@ import bentoml  # noqa: E402  (BENTOML_HOME must be set first)
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import torch  # noqa: E402
-from pydantic import BaseModel, Field, StringConstraints, field_validator  # noqa: E402
+from pydantic import BaseModel, Field, StringConstraints, model_validator  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from serving import runtime  # noqa: E402
@@ -124,25 +124,25 @@ class WindowsRequest(BaseModel):
     feature_sets: dict[str, str] = Field(min_length=1)
     features: list[str] | None = None
 
-    @field_validator("windows")
-    @classmethod
-    def _checked(cls, value: list[list[list[float]]]) -> list[list[list[float]]]:
-        # Shape and version checks need the served model; they run before the request is batched
-        # with others so that one caller's bad input never fails another's.
+    @model_validator(mode="after")
+    def _checked(self) -> "WindowsRequest":
+        # Shape, column and version checks need the served model. They run here, before the request
+        # is batched with others, so that one caller's bad input never fails another caller's batch.
         try:
-            array = np.asarray(value, np.float32)
+            array = np.asarray(self.windows, np.float32)
         except ValueError as exc:
             raise ValueError(f"windows are not a rectangular N x W x F array: {exc}") from None
         if _SLOTS is not None and "price" in _SLOTS.served():  # without a model the API answers 503
+            served = _SLOTS.get("price")
             try:
-                runtime.check_windows(_SLOTS.get("price"), array, None)
+                runtime.check_versions(served, self.feature_sets)
+                runtime.check_windows(served, array, self.features)
             except RequestError as exc:
                 raise ValueError(str(exc)) from None
-        return value
+        return self
 
 
 _SLOTS: runtime.ModelSlots | None = None
-_SLOTS_LOCK = threading.Lock()
 
 
 def _on_swap(name: str, old: str | None, new: str) -> None:
@@ -178,8 +178,7 @@ class ModelService:
         keep_freed_memory_for_reuse()  # multi-megabyte reads per request: keep freed memory in the heap
         torch.set_num_threads(SETTINGS.threads)
         device = "cuda" if CUDA else "cpu"
-        with _SLOTS_LOCK:
-            _SLOTS = runtime.ModelSlots(device, on_swap=_on_swap)
+        _SLOTS = runtime.ModelSlots(device, on_swap=_on_swap)
         self.slots = _SLOTS
         self.slots.refresh()
         self.slots.watch(SETTINGS.poll_s)
@@ -277,10 +276,8 @@ class ModelService:
         """Forecasts for windows the callers carry; requests are batched into one model call."""
         try:
             served = self.slots.get("price")
-            for request in requests:
+            for request in requests:  # checked on arrival; checked again in case a swap came between
                 runtime.check_versions(served, request.feature_sets)
-                if request.features is not None:
-                    runtime.check_windows(served, np.asarray(request.windows[:1], np.float32), request.features)
         except (RequestError, ModelUnavailableError) as exc:
             raise self._fail("forecast_windows", exc) from exc
         arrays = [np.asarray(r.windows, np.float32) for r in requests]

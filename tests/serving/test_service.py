@@ -166,10 +166,11 @@ def test_bad_inputs_get_4xx_naming_the_problem_and_the_service_keeps_serving(sta
     nan_window[0, 3, 2] = np.nan  # JSON has no NaN: it travels as null
     err = rejected(stack, "forecast_windows", nan_window, fs)
     assert err.status == 400
+    # On the batched path every check runs before batching, as request validation (400).
     err = rejected(stack, "forecast_windows", np.full((1, 16, 12), 0.1), {"price": "other"})
-    assert err.status == 409 and "other" in err.message
+    assert err.status == 400 and "'price': 'other'" in err.message
     err = rejected(stack, "forecast_windows", np.full((1, 16, 12), 0.1), fs, ["wrong"] * 12)
-    assert err.status == 409 and "columns" in err.message
+    assert err.status == 400 and "columns" in err.message
 
     assert rejected(stack, "sentiment", [""]).status == 400
     err = rejected(stack, "sentiment", ["x" * 1001])
@@ -329,3 +330,18 @@ def test_bentoml_build_offline_and_the_built_bento_serves(stack) -> None:
         assert out["models"]["price"] in (stack["tags"]["price"], stack["tags"]["price_next"])
     finally:
         service.stop()
+
+
+def test_a_bad_request_never_fails_the_good_ones_batched_with_it(stack) -> None:
+    fs = {"price": PRICE.version, "sentiment": SENTIMENT.version}
+    good = np.full((1, 16, 12), 0.1)
+
+    async def mixed():
+        async with ModelClient(stack["url"], retries=0) as client:
+            calls = [client.forecast_windows(good, fs) for _ in range(12)]
+            calls += [client.forecast_windows(good, {"price": "other"}), client.forecast_windows(good[:, :3], fs)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = run(mixed())
+    assert all(isinstance(r, dict) and len(r["mean"]) == 1 for r in results[:12])
+    assert [r.status for r in results[12:]] == [400, 400]
