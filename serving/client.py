@@ -101,7 +101,6 @@ class ModelClient:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
             )
         return self._session
 

@@ -76,26 +76,19 @@ class ServiceProcess:
 
 
 def _stop_pid(pid: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> int:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return 0
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None:
-            if process.poll() is not None:
-                break
-        elif not _alive(pid):
-            break
-        time.sleep(0.1)
-    else:
-        with_kill = True
+    def running() -> bool:
+        return process.poll() is None if process is not None else _alive(pid)
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pid, sig)
         except ProcessLookupError:
-            with_kill = False
-        if process is not None and with_kill:
-            process.wait(timeout=10)
+            break
+        deadline = time.monotonic() + (timeout_s if sig == signal.SIGTERM else 10.0)
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not running():
+            break
     return process.returncode if process is not None and process.returncode is not None else 0
 
 
@@ -104,7 +97,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # alive, owned by another user
         return True
     return True
 

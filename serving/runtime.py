@@ -249,11 +249,35 @@ class ModelSlots:
 # --------------------------------------------------------------------------- price
 
 
-def _price_sets(served: Served) -> list[tuple[FeatureSet, list[str]]]:
-    """The feature sets the price model reads and, per set, its columns in the model's order."""
+@dataclass(frozen=True)
+class _InputPlan:
+    """Where the price model's input columns are in the feature sets it reads."""
+
+    sets: tuple[FeatureSet, ...]
+    gather: np.ndarray  # index into the sets' columns laid side by side, in the model's order
+
+
+_PLANS: dict[str, _InputPlan | FeatureSkewError] = {}
+
+
+def _price_plan(served: Served) -> _InputPlan:
+    """The input plan of ``served``, worked out once per model version (raises on skew)."""
+    plan = _PLANS.get(served.tag)
+    if plan is None:
+        try:
+            plan = _make_plan(served)
+        except FeatureSkewError as exc:
+            plan = exc
+        _PLANS[served.tag] = plan
+    if isinstance(plan, FeatureSkewError):
+        raise plan
+    return plan
+
+
+def _make_plan(served: Served) -> _InputPlan:
     from feature_store.features.catalog import FEATURE_SETS
 
-    pairs = []
+    sets, offsets, offset = [], {}, 0
     for name, trained in served.feature_sets.items():
         fs = FEATURE_SETS.get(name)
         if fs is None:
@@ -263,12 +287,14 @@ def _price_sets(served: Served) -> list[tuple[FeatureSet, list[str]]]:
                 f"{served.tag} was trained on {name} features version {trained}; this platform computes "
                 f"version {fs.version}. Retrain and promote a model on the current features"
             )
-        pairs.append((fs, [c for c in served.config.features if c in fs.names]))
-    covered = {c for _, cols in pairs for c in cols}
-    missing = [c for c in served.config.features if c not in covered]
+        for column in fs.names:
+            offsets.setdefault(column, offset + fs.index([column])[0])
+        sets.append(fs)
+        offset += len(fs)
+    missing = [c for c in served.config.features if c not in offsets]
     if missing:
         raise FeatureSkewError(f"{served.tag} reads features {missing} that none of its feature sets holds")
-    return pairs
+    return _InputPlan(tuple(sets), np.array([offsets[c] for c in served.config.features], np.intp))
 
 
 def check_versions(served: Served, claimed: Mapping[str, str] | None) -> None:
@@ -312,15 +338,13 @@ def read_price_windows(
     from feature_store.errors import StaleFeaturesError as StoreStale
 
     window = int(served.config.window)
-    pairs = _price_sets(served)
+    plan = _price_plan(served)
     wanted = list(dict.fromkeys(symbols))
     rejected: dict[str, str] = {}
     # Each partial round leaves out the symbols one error names: at most two errors per set.
-    for _ in range(2 * len(pairs) + 1):
+    for _ in range(2 * len(plan.sets) + 1):
         try:
-            reads = online.read_windows_many(
-                [fs for fs, _ in pairs], wanted, window, as_of_ns=ts_ns, max_age_s=max_age_s
-            )
+            reads = online.read_windows_many(plan.sets, wanted, window, as_of_ns=ts_ns, max_age_s=max_age_s)
             break
         except FeatureVersionError as exc:
             raise FeatureSkewError(str(exc), exc.symbols) from exc
@@ -341,11 +365,8 @@ def read_price_windows(
                 )
     else:
         raise StaleInputError("the online store kept changing while it was read; retry", wanted)
-    order = [c for _, cols in pairs for c in cols]
-    stacked = np.concatenate(
-        [r.values[:, :, fs.index(cols)] for r, (fs, cols) in zip(reads, pairs, strict=True)], axis=2
-    )
-    windows = stacked[:, :, [order.index(c) for c in served.config.features]]
+    side_by_side = reads[0].values if len(reads) == 1 else np.concatenate([r.values for r in reads], axis=2)
+    windows = side_by_side[:, :, plan.gather]
     last = reads[0].ts_ns
     warming = ~np.isfinite(windows).all(axis=(1, 2))
     if warming.any():

@@ -58,7 +58,7 @@ import bentoml  # noqa: E402  (BENTOML_HOME must be set first)
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import torch  # noqa: E402
-from pydantic import BaseModel, Field, StringConstraints, model_validator  # noqa: E402
+from pydantic import BaseModel, Field, PrivateAttr, StringConstraints, model_validator  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from serving import runtime  # noqa: E402
@@ -123,6 +123,12 @@ class WindowsRequest(BaseModel):
     windows: list[list[list[float]]] = Field(min_length=1, max_length=SETTINGS.max_symbols)
     feature_sets: dict[str, str] = Field(min_length=1)
     features: list[str] | None = None
+    _array: np.ndarray = PrivateAttr()
+
+    @property
+    def array(self) -> np.ndarray:
+        """The windows as float32 (N, W, F), converted once while validating."""
+        return self._array
 
     @model_validator(mode="after")
     def _checked(self) -> "WindowsRequest":
@@ -139,6 +145,7 @@ class WindowsRequest(BaseModel):
                 runtime.check_windows(served, array, self.features)
             except RequestError as exc:
                 raise ValueError(str(exc)) from None
+        self._array = array
         return self
 
 
@@ -280,7 +287,7 @@ class ModelService:
                 runtime.check_versions(served, request.feature_sets)
         except (RequestError, ModelUnavailableError) as exc:
             raise self._fail("forecast_windows", exc) from exc
-        arrays = [np.asarray(r.windows, np.float32) for r in requests]
+        arrays = [r.array for r in requests]
         mean, sd = runtime.forecast_windows(served, np.concatenate(arrays), served.feature_sets)
         out, start = [], 0
         for array in arrays:
