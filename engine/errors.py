@@ -3,7 +3,10 @@
 Every error derives from :class:`EngineError`::
 
     EngineError
-    └── ConfigError      an engine setting from the environment is malformed
+    ├── ConfigError              an engine setting from the environment is malformed
+    ├── DecodeError              a venue message could not be decoded (counted and dropped)
+    ├── FeedError                a feed cannot run as configured
+    └── ServiceUnreachableError  PostgreSQL or Redis could not be reached
 
 A risk denial is not an exception: it is an event with a reason.
 """
@@ -17,3 +20,18 @@ class EngineError(Exception):
 
 class ConfigError(EngineError):
     """An engine setting read from the environment is malformed."""
+
+
+class DecodeError(EngineError):
+    """A venue message could not be decoded (bad JSON, a missing or malformed field).
+
+    Feed clients count these and drop the message; they never stop a feed.
+    """
+
+
+class FeedError(EngineError):
+    """A feed cannot run as configured (unknown venue, bad URL, no symbols)."""
+
+
+class ServiceUnreachableError(EngineError):
+    """PostgreSQL or Redis could not be reached when the command needed it."""

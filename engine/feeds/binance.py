@@ -1,0 +1,135 @@
+"""Binance spot market data, combined streams (``wss://stream.binance.com:9443/stream``).
+
+Streams per symbol: ``<sym>@aggTrade`` or ``<sym>@trade`` (``m`` true means the buyer was
+the maker, so the taker sold), ``<sym>@bookTicker`` and ``<sym>@depth@100ms`` (diffs with
+first and last update ids ``U``/``u``), kept in sync with the REST snapshot
+``GET /api/v3/depth`` as Binance documents: drop diffs with ``u <= lastUpdateId``, the first
+diff applied must cover ``lastUpdateId + 1``, and each next one must start at the previous
+``u + 1``; anything else is a gap and the book is fetched again. ``kline`` streams are
+ignored. Messages may come in the ``{"stream", "data"}`` envelope or bare.
+
+Binance writes symbols without a separator (``NKNUSDT``); the engine's symbols are
+``BASE-QUOTE`` (``NKN-USDT``). :func:`venue_symbol` maps one way and the decoder the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from engine.errors import DecodeError
+from engine.feeds.decoding import NumberCache, level_list, positive
+from engine.feeds.records import BookUpdate, Event, Quote, Subscribed, VenueError
+from feature_store.records import Trade
+
+__all__ = ["VENUE", "BinanceDecoder", "parse_depth_snapshot", "stream_path", "venue_symbol"]
+
+VENUE = "binance"
+DEFAULT_URL = "wss://stream.binance.com:9443"
+DEFAULT_REST_URL = "https://api.binance.com"
+STREAMS = ("aggTrade", "bookTicker", "depth@100ms")
+
+
+def venue_symbol(symbol: str) -> str:
+    """``NKN-USDT`` to Binance's ``NKNUSDT``."""
+    return symbol.replace("-", "").replace("/", "").upper()
+
+
+def stream_path(symbols: list[str], streams: tuple[str, ...] = STREAMS) -> str:
+    """The combined-stream path for ``symbols``: ``/stream?streams=a@aggTrade/...``."""
+    names = [f"{venue_symbol(s).lower()}@{stream}" for stream in streams for s in symbols]
+    return "/stream?streams=" + "/".join(names)
+
+
+class BinanceDecoder:
+    """Bytes of one Binance message to a normalized record, or None for an ignored type.
+
+    Args:
+        symbols: the engine's symbols, to map Binance's names back (others pass unchanged).
+
+    Raises:
+        DecodeError: bad JSON, or a known message type with a missing or malformed field.
+    """
+
+    venue = VENUE
+
+    def __init__(self, symbols: list[str] | None = None) -> None:
+        self._names = {venue_symbol(s): s for s in symbols or ()}
+        self._numbers = NumberCache()
+
+    def symbol(self, raw: str) -> str:
+        """The engine's name of Binance's symbol ``raw``."""
+        return self._names.get(raw, raw)
+
+    def decode(self, payload: bytes | str) -> Trade | Event | None:
+        try:
+            msg = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(f"binance: not JSON: {exc}") from exc
+        try:
+            data = msg.get("data")
+            if data is None:
+                data = msg
+            kind = data.get("e")
+            if kind == "depthUpdate":
+                return BookUpdate(
+                    VENUE,
+                    self._names.get(data["s"], data["s"]),
+                    data["E"] * 1_000_000,
+                    self._numbers.levels(data["b"]),
+                    self._numbers.levels(data["a"]),
+                    False,
+                    int(data["U"]),
+                    int(data["u"]),
+                )
+            if kind == "aggTrade" or kind == "trade":
+                return Trade(
+                    VENUE,
+                    self._names.get(data["s"], data["s"]),
+                    int(data["T"]) * 1_000_000,
+                    positive(data["p"]),
+                    positive(data["q"]),
+                    "sell" if data["m"] else "buy",
+                    str(int(data["a"] if kind == "aggTrade" else data["t"])),
+                )
+            if kind is None:
+                return self._other(data)
+            return None  # kline and any other event type
+        except DecodeError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise DecodeError(f"binance: malformed message ({exc.__class__.__name__}: {exc})") from exc
+
+    def _other(self, data: dict[str, Any]) -> Event | None:
+        if "b" in data and "a" in data and "s" in data:  # bookTicker has no event type
+            return Quote(
+                VENUE,
+                self._names.get(data["s"], data["s"]),
+                0,
+                positive(data["b"]),
+                float(data["B"]),
+                positive(data["a"]),
+                float(data["A"]),
+            )
+        if "result" in data and "id" in data:
+            return Subscribed(VENUE, {"id": [str(data["id"])]})
+        if "code" in data or "error" in data:
+            err = data.get("error", data)
+            return VenueError(VENUE, f"{err.get('code')}: {err.get('msg')}")
+        return None
+
+
+def parse_depth_snapshot(symbol: str, body: bytes | str) -> BookUpdate:
+    """A REST ``/api/v3/depth`` body as a snapshot of ``symbol``'s book.
+
+    Raises:
+        DecodeError: the body is not a depth snapshot.
+    """
+    try:
+        data = orjson.loads(body)
+        return BookUpdate(
+            VENUE, symbol, 0, level_list(data["bids"]), level_list(data["asks"]), True, 0, int(data["lastUpdateId"])
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DecodeError(f"binance depth snapshot of {symbol}: malformed ({exc})") from exc

@@ -1,0 +1,140 @@
+"""Coinbase Exchange market data (``wss://ws-feed.exchange.coinbase.com``), as recorded.
+
+Channels: ``matches`` (trades; ``side`` is the maker's side, so the taker's is the
+opposite; ``last_match`` is the trade printed before the subscription), ``ticker`` (best
+bid and ask), ``heartbeat`` (per product, with ``last_trade_id``) and ``level2`` /
+``level2_batch`` (a ``snapshot`` then ``l2update`` changes; the same messages, the batch
+channel being the one open without authentication today).
+
+The public level-2 messages carry no sequence number: a lost ``l2update`` cannot be seen
+from the book messages themselves. The client resynchronizes a book (a fresh subscription
+gives a fresh snapshot) when it is crossed, and on every reconnect; trade-id gaps are seen
+through ``matches`` and ``heartbeat``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from engine.errors import DecodeError
+from engine.feeds.decoding import IsoClock, NumberCache, level_list, positive
+from engine.feeds.records import BookUpdate, Event, Heartbeat, Quote, Subscribed, VenueError
+from feature_store.records import Trade
+
+__all__ = ["VENUE", "CoinbaseDecoder", "subscribe_message", "unsubscribe_message"]
+
+VENUE = "coinbase"
+DEFAULT_URL = "wss://ws-feed.exchange.coinbase.com"
+BOOK_CHANNELS = ("level2", "level2_batch")
+
+
+def subscribe_message(symbols: list[str], channels: list[str]) -> bytes:
+    """The subscribe request for ``symbols`` on ``channels``."""
+    return orjson.dumps({"type": "subscribe", "product_ids": symbols, "channels": channels})
+
+
+def unsubscribe_message(symbols: list[str], channels: list[str]) -> bytes:
+    """The unsubscribe request for ``symbols`` on ``channels``."""
+    return orjson.dumps({"type": "unsubscribe", "product_ids": symbols, "channels": channels})
+
+
+class CoinbaseDecoder:
+    """Bytes of one Coinbase message to a normalized record, or None for an ignored type.
+
+    Raises:
+        DecodeError: bad JSON, or a known message type with a missing or malformed field.
+    """
+
+    venue = VENUE
+
+    def __init__(self) -> None:
+        self._clock = IsoClock()
+        self._numbers = NumberCache()
+        self._handlers = {
+            "match": self._match,
+            "ticker": self._ticker,
+            "heartbeat": self._heartbeat,
+            "last_match": self._last_match,
+            "snapshot": self._snapshot,
+            "subscriptions": self._subscriptions,
+            "error": self._error,
+        }
+
+    def decode(self, payload: bytes | str) -> Trade | Event | None:
+        try:
+            msg = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(f"coinbase: not JSON: {exc}") from exc
+        try:
+            kind = msg["type"]
+            if kind == "l2update":  # nearly every message: decoded inline
+                bids: list[tuple[float, float]] = []
+                asks: list[tuple[float, float]] = []
+                numbers = self._numbers
+                prices, sizes = numbers.prices, numbers.sizes
+                for side, price, size in msg["changes"]:
+                    p = prices.get(price)
+                    if p is None:
+                        p = numbers.price(price)
+                    s = sizes.get(size)
+                    if s is None:
+                        s = numbers.size(size)
+                    if side == "buy":
+                        bids.append((p, s))
+                    elif side == "sell":
+                        asks.append((p, s))
+                    else:
+                        raise ValueError(f"bad side {side!r}")
+                return BookUpdate(VENUE, msg["product_id"], self._clock.ns(msg["time"]), bids, asks)
+            handler = self._handlers.get(kind)
+            return None if handler is None else handler(msg)
+        except DecodeError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            kind = msg.get("type") if isinstance(msg, dict) else type(msg).__name__
+            raise DecodeError(f"coinbase {kind}: malformed ({exc.__class__.__name__}: {exc})") from exc
+
+    def _snapshot(self, msg: dict[str, Any]) -> BookUpdate:
+        return BookUpdate(VENUE, msg["product_id"], 0, level_list(msg["bids"]), level_list(msg["asks"]), True)
+
+    def _match(self, msg: dict[str, Any]) -> Trade:
+        maker = msg["side"]
+        if maker != "buy" and maker != "sell":
+            raise ValueError(f"bad side {maker!r}")
+        return Trade(
+            VENUE,
+            msg["product_id"],
+            self._clock.ns(msg["time"]),
+            positive(msg["price"]),
+            positive(msg["size"]),
+            "sell" if maker == "buy" else "buy",
+            str(int(msg["trade_id"])),
+        )
+
+    def _last_match(self, msg: dict[str, Any]) -> Heartbeat:
+        return Heartbeat(VENUE, msg["product_id"], self._clock.ns(msg["time"]), int(msg["trade_id"]))
+
+    def _heartbeat(self, msg: dict[str, Any]) -> Heartbeat:
+        return Heartbeat(VENUE, msg["product_id"], self._clock.ns(msg["time"]), int(msg["last_trade_id"]))
+
+    def _ticker(self, msg: dict[str, Any]) -> Quote:
+        return Quote(
+            VENUE,
+            msg["product_id"],
+            self._clock.ns(msg["time"]) if "time" in msg else 0,
+            positive(msg["best_bid"]),
+            float(msg.get("best_bid_size", "nan")),
+            positive(msg["best_ask"]),
+            float(msg.get("best_ask_size", "nan")),
+        )
+
+    def _subscriptions(self, msg: dict[str, Any]) -> Subscribed:
+        return Subscribed(VENUE, {c["name"]: list(c.get("product_ids", ())) for c in msg["channels"]})
+
+    def _error(self, msg: dict[str, Any]) -> VenueError:
+        reason = msg.get("reason")
+        text = str(msg.get("message", "error"))
+        return VenueError(VENUE, f"{text}: {reason}" if reason else text)
+

@@ -1,0 +1,82 @@
+"""What the feed decoders produce, besides :class:`feature_store.records.Trade`.
+
+These records live only inside the engine (they are never stored as such), so they are
+plain slotted dataclasses: a frozen dataclass costs four times as much to build, and book
+messages are most of what a venue sends.
+
+Times are UTC epoch nanoseconds; ``ts_ns == 0`` means the venue did not send a time (a
+Binance ``bookTicker``, a Coinbase ``snapshot``) and the feed client stamps the local
+receive time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["BookUpdate", "Event", "Heartbeat", "Quote", "Subscribed", "VenueError"]
+
+Level = tuple[float, float]
+
+
+@dataclass(slots=True)
+class BookUpdate:
+    """Changes to one symbol's L2 book, or a whole snapshot.
+
+    Attributes:
+        bids, asks: ``(price, size)`` pairs; size 0 removes the level.
+        snapshot: True when this replaces the whole book.
+        first_id, last_id: the venue's update ids covered (Binance ``U``/``u``, or
+            ``lastUpdateId`` for a REST snapshot); 0 where the venue has none (Coinbase).
+    """
+
+    venue: str
+    symbol: str
+    ts_ns: int
+    bids: list[Level]
+    asks: list[Level]
+    snapshot: bool = False
+    first_id: int = 0
+    last_id: int = 0
+
+
+@dataclass(slots=True)
+class Quote:
+    """Best bid and offer as the venue reports it (``ticker``, ``bookTicker``)."""
+
+    venue: str
+    symbol: str
+    ts_ns: int
+    bid: float
+    bid_size: float
+    ask: float
+    ask_size: float
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    """A sign of life for one symbol; ``last_trade_id`` lets a quiet market's gaps show."""
+
+    venue: str
+    symbol: str
+    ts_ns: int
+    last_trade_id: int
+
+
+@dataclass(slots=True)
+class Subscribed:
+    """The venue acknowledged a subscription: channel name to symbols."""
+
+    venue: str
+    channels: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class VenueError:
+    """The venue sent an error message."""
+
+    venue: str
+    message: str
+
+
+# A decoder returns one of these, a Trade, or None for a message it ignores.
+Event = BookUpdate | Quote | Heartbeat | Subscribed | VenueError
