@@ -137,4 +137,3 @@ class CoinbaseDecoder:
         reason = msg.get("reason")
         text = str(msg.get("message", "error"))
         return VenueError(VENUE, f"{text}: {reason}" if reason else text)
-

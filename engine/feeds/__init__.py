@@ -1,0 +1,1 @@
+"""Venue feeds: decoders, L2 books and WebSocket clients with reconnect and resync."""

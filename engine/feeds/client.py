@@ -1,0 +1,602 @@
+"""WebSocket feed clients: connect, subscribe, decode, keep books in sync, reconnect.
+
+One :class:`FeedClient` per venue connection. It runs until stopped, reconnecting with
+capped, jittered exponential backoff (the wait is drawn between half and all of
+``min(cap, base * 2**attempt)``); every reconnect resubscribes and rebuilds every book
+from a fresh snapshot. A watchdog closes a connection that has been silent for
+``stale_after_s`` (a stalled venue often keeps the socket open), which starts a reconnect.
+
+Decoded records go to a :class:`FeedSink`, synchronously, in arrival order. The client
+drops what must not reach it, and counts it in :class:`FeedStats`:
+
+* malformed messages (bad JSON, missing or bad fields): ``malformed``;
+* unknown message types: ``ignored``;
+* a trade whose id was already seen for its symbol (a repeat): ``duplicates``. A jump in
+  trade ids is counted in ``trade_gaps`` and ``missing_trades``; a missing id that arrives
+  later passes and is counted in ``late_trades``;
+* book changes for a book that is not in sync (before its snapshot, or during a resync):
+  ``book_dropped``; a book update that does not follow the last one, or a book left
+  crossed, starts a resync (``book_gaps``, ``resyncs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from engine.errors import DecodeError, FeedError
+from engine.feeds import binance, coinbase
+from engine.feeds.book import OrderBook
+from engine.feeds.records import BookUpdate, Heartbeat, Quote, Subscribed, VenueError
+from feature_store.records import Trade
+
+__all__ = ["BinanceFeed", "CoinbaseFeed", "FeedClient", "FeedSink", "FeedStats", "NullSink", "make_feed"]
+
+log = logging.getLogger("engine.feeds")
+
+_TRACKED_GAP = 1000  # missing trade ids remembered per symbol, so that a late one is let through
+
+
+class FeedSink(Protocol):
+    """Where a feed delivers its records (called synchronously, in arrival order)."""
+
+    def on_trade(self, trade: Trade) -> None: ...
+
+    def on_book(self, venue: str, book: OrderBook) -> None: ...
+
+    def on_quote(self, quote: Quote) -> None: ...
+
+    def on_time(self, venue: str, ts_ns: int) -> None:
+        """The venue's clock reached ``ts_ns`` (heartbeats and every timed message)."""
+        ...
+
+
+class NullSink:
+    """A sink that keeps nothing (decode-only runs and tests)."""
+
+    def on_trade(self, trade: Trade) -> None:
+        return None
+
+    def on_book(self, venue: str, book: OrderBook) -> None:
+        return None
+
+    def on_quote(self, quote: Quote) -> None:
+        return None
+
+    def on_time(self, venue: str, ts_ns: int) -> None:
+        return None
+
+
+@dataclass
+class FeedStats:
+    """Counters of one feed (exported as Prometheus metrics, labelled by venue)."""
+
+    messages: int = 0
+    trades: int = 0
+    book_updates: int = 0
+    quotes: int = 0
+    malformed: int = 0
+    ignored: int = 0
+    duplicates: int = 0
+    late_trades: int = 0
+    trade_gaps: int = 0
+    missing_trades: int = 0
+    book_gaps: int = 0
+    book_dropped: int = 0
+    resyncs: int = 0
+    snapshots: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    stale: int = 0
+    venue_errors: int = 0
+    last_error: str = ""
+    connected: bool = False
+    last_message_ns: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Backoff:
+    base_s: float
+    cap_s: float
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2.0**self.attempt)
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class FeedClient:
+    """The connection loop shared by every venue (subclasses add the protocol).
+
+    Args:
+        symbols: the engine's symbols (``BASE-QUOTE``).
+        sink: where records go.
+        url: the venue's WebSocket URL (a replay exchange's in tests and demos).
+        books: keep L2 books (subscribe to the book channel).
+        stale_after_s: reconnect when nothing arrived for this long.
+        backoff_s: (base, cap) of the reconnect backoff.
+    """
+
+    venue = "?"
+
+    def __init__(
+        self,
+        symbols: list[str],
+        sink: FeedSink,
+        *,
+        url: str,
+        books: bool = True,
+        stale_after_s: float = 10.0,
+        backoff_s: tuple[float, float] = (0.1, 10.0),
+    ) -> None:
+        if not symbols:
+            raise FeedError(f"{self.venue}: no symbols to subscribe")
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise FeedError(f"{self.venue}: feed URL must be ws:// or wss://host..., got {url!r}")
+        if stale_after_s <= 0:
+            raise FeedError(f"{self.venue}: stale_after_s must be > 0, got {stale_after_s}")
+        self.symbols = list(symbols)
+        self.sink = sink
+        self.url = url
+        self.with_books = books
+        self.stale_after_s = stale_after_s
+        self.stats = FeedStats()
+        self.books: dict[str, OrderBook] = {s: OrderBook(s) for s in self.symbols}
+        self.synced: dict[str, bool] = dict.fromkeys(self.symbols, False)
+        self._last_trade: dict[str, int] = {}
+        self._missing: dict[str, set[int]] = {}
+        self._backoff = _Backoff(*backoff_s)
+        self._ws: ClientConnection | None = None
+        self._last_monotonic = time.monotonic()
+        self._outbox: list[bytes] = []
+        self._decode: Callable[[bytes], Any] = self._decoder().decode
+        self._stopping = asyncio.Event()
+
+    # --- venue hooks ----------------------------------------------------------------------
+
+    def _decoder(self) -> Any:
+        raise NotImplementedError
+
+    def _connect_url(self) -> str:
+        return self.url
+
+    async def _on_open(self, ws: ClientConnection) -> None:
+        """Subscribe and start syncing books (called on every connect)."""
+
+    def _on_book_update(self, update: BookUpdate) -> None:
+        raise NotImplementedError
+
+    async def _on_close(self) -> None:
+        """Release per-connection resources."""
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (it closes the connection)."""
+        self._stopping.set()
+        if self._ws is not None:
+            self._ws.transport.abort()
+
+    async def run(self) -> None:
+        """Stream until :meth:`stop`; never raises for network trouble, only reconnects."""
+        watchdog = asyncio.create_task(self._watchdog(), name=f"{self.venue}-watchdog")
+        try:
+            while not self._stopping.is_set():
+                await self._session()
+                if self._stopping.is_set():
+                    break
+                delay = self._backoff.next_delay()
+                self.stats.reconnects += 1
+                log.info("%s: reconnecting in %.2f s", self.venue, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _session(self) -> None:
+        url = self._connect_url()
+        try:
+            async with websockets.connect(
+                url, open_timeout=10, ping_interval=20, ping_timeout=20, max_size=2**24, close_timeout=2
+            ) as ws:
+                self._ws = ws
+                self.stats.connected = True
+                self.stats.connects += 1
+                self._last_monotonic = time.monotonic()
+                self._reset_books()
+                await self._on_open(ws)
+                log.info("%s: connected to %s", self.venue, url.split("?")[0])
+                await self._read(ws)
+        except (OSError, TimeoutError, websockets.ConnectionClosed, websockets.InvalidHandshake) as exc:
+            if not self._stopping.is_set():
+                self.stats.last_error = f"{exc.__class__.__name__}: {exc}"
+                log.warning("%s: connection lost: %s", self.venue, self.stats.last_error)
+        finally:
+            self._ws = None
+            self.stats.connected = False
+            await self._on_close()
+
+    async def _read(self, ws: ClientConnection) -> None:
+        handle = self.handle
+        outbox = self._outbox
+        first = True
+        while True:
+            payload = await ws.recv(decode=False)
+            self._last_monotonic = time.monotonic()
+            handle(payload)
+            if outbox:
+                for message in outbox:
+                    await ws.send(message)
+                outbox.clear()
+            if first:
+                first = False
+                self._backoff.attempt = 0  # a connection that delivers resets the backoff
+
+    def handle(self, payload: bytes) -> None:
+        """Decode one message and route it (public so that tests and tools can feed lines)."""
+        stats = self.stats
+        stats.messages += 1
+        try:
+            record = self._decode(payload)
+        except DecodeError as exc:
+            stats.malformed += 1
+            if stats.malformed <= 10 or stats.malformed % 1000 == 0:
+                log.warning("%s: dropped a malformed message (%d so far): %s", self.venue, stats.malformed, exc)
+            return
+        kind = type(record)
+        if kind is BookUpdate:
+            stats.book_updates += 1
+            if record.ts_ns == 0:
+                record.ts_ns = time.time_ns()
+            if self.with_books:
+                self._on_book_update(record)
+        elif kind is Trade:
+            self._on_trade(record)
+        elif kind is Quote:
+            stats.quotes += 1
+            if record.ts_ns == 0:
+                record.ts_ns = time.time_ns()
+            self._on_quote(record)
+        elif kind is Heartbeat:
+            if record.symbol in self.synced and record.symbol not in self._last_trade:
+                self._last_trade[record.symbol] = record.last_trade_id
+            self.sink.on_time(self.venue, record.ts_ns)
+        elif kind is Subscribed:
+            log.info("%s: subscribed %s", self.venue, record.channels)
+        elif kind is VenueError:
+            stats.venue_errors += 1
+            stats.last_error = record.message
+            log.warning("%s: venue error: %s", self.venue, record.message)
+        else:
+            stats.ignored += 1
+
+    def _on_quote(self, quote: Quote) -> None:
+        self.sink.on_quote(quote)
+
+    def _on_trade(self, trade: Trade) -> None:
+        stats = self.stats
+        try:
+            number = int(trade.trade_id)
+        except ValueError:
+            number = -1
+        if number >= 0:
+            last = self._last_trade.get(trade.symbol)
+            if last is not None:
+                if number <= last:
+                    missing = self._missing.get(trade.symbol)
+                    if missing is None or number not in missing:
+                        stats.duplicates += 1
+                        return
+                    missing.discard(number)  # a trade that came late, not a repeat
+                    stats.late_trades += 1
+                    stats.missing_trades -= 1
+                    stats.trades += 1
+                    self.sink.on_trade(trade)
+                    return
+                if number > last + 1:
+                    stats.trade_gaps += 1
+                    stats.missing_trades += number - last - 1
+                    if number - last - 1 <= _TRACKED_GAP:
+                        missing = self._missing.setdefault(trade.symbol, set())
+                        if len(missing) > _TRACKED_GAP:
+                            missing.clear()
+                        missing.update(range(last + 1, number))
+            self._last_trade[trade.symbol] = number
+        stats.trades += 1
+        self.sink.on_trade(trade)
+        self.sink.on_time(self.venue, trade.ts_ns)
+
+    # --- books ----------------------------------------------------------------------------
+
+    def _reset_books(self) -> None:
+        for symbol, book in self.books.items():
+            book.clear()
+            self.synced[symbol] = False
+
+    def _apply(self, book: OrderBook, update: BookUpdate) -> None:
+        book.apply(update)
+        if book.crossed():
+            log.warning("%s %s: book crossed; resynchronizing", self.venue, book.symbol)
+            self.stats.book_gaps += 1
+            self._resync(book.symbol)
+            return
+        self.sink.on_book(self.venue, book)
+
+    def _resync(self, symbol: str) -> None:
+        raise NotImplementedError
+
+    async def _watchdog(self) -> None:
+        period = min(1.0, self.stale_after_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            ws = self._ws
+            if ws is not None and time.monotonic() - self._last_monotonic > self.stale_after_s:
+                self.stats.stale += 1
+                log.warning("%s: no message for %.1f s; reconnecting", self.venue, self.stale_after_s)
+                ws.transport.abort()
+
+
+class CoinbaseFeed(FeedClient):
+    """Coinbase Exchange: ``matches``, ``ticker``, ``heartbeat`` and a level-2 channel."""
+
+    venue = coinbase.VENUE
+
+    def __init__(
+        self,
+        symbols: list[str],
+        sink: FeedSink,
+        *,
+        book_channel: str = "level2_batch",
+        quote_check: int = 3,
+        **kw: Any,
+    ) -> None:
+        """See :class:`FeedClient`.
+
+        Args:
+            book_channel: ``level2_batch`` (public) or ``level2`` (same messages).
+            quote_check: resync a book after this many ``ticker`` messages in a row whose
+                best bid or ask (and sizes, where sent) disagree with it; 0 turns the check
+                off. This is how a lost ``l2update`` shows on Coinbase, whose book messages
+                carry no sequence number.
+        """
+        if book_channel not in coinbase.BOOK_CHANNELS:
+            raise FeedError(f"coinbase: book_channel must be one of {coinbase.BOOK_CHANNELS}, got {book_channel!r}")
+        if quote_check < 0:
+            raise FeedError(f"coinbase: quote_check must be >= 0, got {quote_check}")
+        self.book_channel = book_channel
+        self.quote_check = quote_check
+        super().__init__(symbols, sink, **kw)
+        self._mismatches: dict[str, int] = dict.fromkeys(self.symbols, 0)
+
+    def _on_quote(self, quote: Quote) -> None:
+        self.sink.on_quote(quote)
+        if not self.quote_check or not self.with_books or not self.synced.get(quote.symbol):
+            return
+        book = self.books[quote.symbol]
+        bid, ask = book.best_bid(), book.best_ask()
+        agrees = (
+            bid == quote.bid
+            and ask == quote.ask
+            and (quote.bid_size != quote.bid_size or book.bids.get(bid) == quote.bid_size)
+            and (quote.ask_size != quote.ask_size or book.asks.get(ask) == quote.ask_size)
+        )
+        if agrees:
+            self._mismatches[quote.symbol] = 0
+            return
+        self._mismatches[quote.symbol] += 1
+        if self._mismatches[quote.symbol] >= self.quote_check:
+            log.warning("coinbase %s: book disagrees with the ticker; resynchronizing", quote.symbol)
+            self.stats.book_gaps += 1
+            self._mismatches[quote.symbol] = 0
+            self._resync(quote.symbol)
+
+    def _decoder(self) -> Any:
+        return coinbase.CoinbaseDecoder()
+
+    def channels(self) -> list[str]:
+        out = ["matches", "heartbeat", "ticker"]
+        return [*out, self.book_channel] if self.with_books else out
+
+    async def _on_open(self, ws: ClientConnection) -> None:
+        await ws.send(coinbase.subscribe_message(self.symbols, self.channels()))
+
+    def _on_book_update(self, update: BookUpdate) -> None:
+        book = self.books.get(update.symbol)
+        if book is None:
+            self.stats.ignored += 1
+            return
+        if update.snapshot:
+            self.stats.snapshots += 1
+            update.ts_ns = update.ts_ns or time.time_ns()
+            self.synced[update.symbol] = True
+            self._apply(book, update)
+        elif self.synced[update.symbol]:
+            self._apply(book, update)
+        else:
+            self.stats.book_dropped += 1
+
+    def _resync(self, symbol: str) -> None:
+        # A new subscription to the book channel sends a fresh snapshot.
+        self.stats.resyncs += 1
+        self.books[symbol].clear()
+        self.synced[symbol] = False
+        self._outbox.append(coinbase.unsubscribe_message([symbol], [self.book_channel]))
+        self._outbox.append(coinbase.subscribe_message([symbol], [self.book_channel]))
+
+
+class BinanceFeed(FeedClient):
+    """Binance spot combined streams, with depth books synced to the REST snapshot.
+
+    Args:
+        rest_url: where ``GET /api/v3/depth`` is served.
+        depth_limit: levels asked of the REST snapshot.
+        trade_stream: ``aggTrade`` (default) or ``trade``.
+    """
+
+    venue = binance.VENUE
+
+    def __init__(
+        self,
+        symbols: list[str],
+        sink: FeedSink,
+        *,
+        rest_url: str,
+        depth_limit: int = 1000,
+        trade_stream: str = "aggTrade",
+        max_buffered: int = 10_000,
+        **kw: Any,
+    ) -> None:
+        if trade_stream not in ("aggTrade", "trade"):
+            raise FeedError(f"binance: trade_stream must be 'aggTrade' or 'trade', got {trade_stream!r}")
+        parts = urlsplit(rest_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FeedError(f"binance: REST URL must be http(s)://host..., got {rest_url!r}")
+        self.rest_url = rest_url.rstrip("/")
+        self.depth_limit = depth_limit
+        self.trade_stream = trade_stream
+        self.max_buffered = max_buffered
+        super().__init__(symbols, sink, **kw)
+        self._pending: dict[str, list[BookUpdate]] = {s: [] for s in self.symbols}
+        self._fetching: dict[str, asyncio.Task[None]] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    def _decoder(self) -> Any:
+        return binance.BinanceDecoder(self.symbols)
+
+    def _connect_url(self) -> str:
+        streams = (self.trade_stream, "bookTicker", "depth@100ms") if self.with_books else (self.trade_stream,)
+        return self.url.rstrip("/") + binance.stream_path(self.symbols, streams)
+
+    async def _on_open(self, ws: ClientConnection) -> None:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        if self.with_books:
+            for symbol in self.symbols:
+                self._resync(symbol, count=False)
+
+    async def _on_close(self) -> None:
+        for task in self._fetching.values():
+            task.cancel()
+        for task in list(self._fetching.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._fetching.clear()
+        if self._stopping.is_set() and self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _on_book_update(self, update: BookUpdate) -> None:
+        symbol = update.symbol
+        book = self.books.get(symbol)
+        if book is None:
+            self.stats.ignored += 1
+            return
+        if not self.synced[symbol]:
+            pending = self._pending[symbol]
+            if len(pending) >= self.max_buffered:  # the snapshot is taking too long: start over
+                self.stats.book_dropped += len(pending)
+                pending.clear()
+            pending.append(update)
+            return
+        if update.last_id <= book.last_id:
+            self.stats.book_dropped += 1  # a repeat of what the book already has
+            return
+        if update.first_id != book.last_id + 1:
+            log.warning(
+                "binance %s: depth gap (book at %d, update %d..%d); resynchronizing",
+                symbol, book.last_id, update.first_id, update.last_id,
+            )  # fmt: skip
+            self.stats.book_gaps += 1
+            self._resync(symbol)
+            self._pending[symbol].append(update)
+            return
+        self._apply(book, update)
+
+    def _resync(self, symbol: str, count: bool = True) -> None:
+        if count:
+            self.stats.resyncs += 1
+        self.books[symbol].clear()
+        self.synced[symbol] = False
+        self._pending[symbol] = []
+        task = self._fetching.pop(symbol, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self._fetching[symbol] = asyncio.get_running_loop().create_task(self._sync(symbol))
+
+    async def _sync(self, symbol: str) -> None:
+        backoff = _Backoff(0.2, 5.0)
+        while True:
+            try:
+                snapshot = await self._fetch_snapshot(symbol)
+            except (aiohttp.ClientError, TimeoutError, DecodeError) as exc:
+                log.warning("binance %s: depth snapshot failed: %s", symbol, exc)
+                self.stats.last_error = f"depth snapshot of {symbol}: {exc}"
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if self._install(symbol, snapshot):
+                if self._fetching.get(symbol) is asyncio.current_task():
+                    del self._fetching[symbol]
+                return
+            await asyncio.sleep(backoff.next_delay())  # the snapshot was too old: fetch again
+
+    async def _fetch_snapshot(self, symbol: str) -> BookUpdate:
+        assert self._http is not None
+        params = {"symbol": binance.venue_symbol(symbol), "limit": str(self.depth_limit)}
+        async with self._http.get(f"{self.rest_url}/api/v3/depth", params=params) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise aiohttp.ClientResponseError(
+                    response.request_info, (), status=response.status, message=body[:200].decode(errors="replace")
+                )
+        return binance.parse_depth_snapshot(symbol, body)
+
+    def _install(self, symbol: str, snapshot: BookUpdate) -> bool:
+        """Apply a REST snapshot and the diffs buffered meanwhile; False to fetch again."""
+        self.stats.snapshots += 1
+        pending = [u for u in self._pending[symbol] if u.last_id > snapshot.last_id]
+        self._pending[symbol] = []
+        if pending and pending[0].first_id > snapshot.last_id + 1:
+            self._pending[symbol] = pending  # diffs are ahead of the snapshot: fetch again
+            return False
+        book = self.books[symbol]
+        snapshot.ts_ns = time.time_ns()
+        book.apply(snapshot)
+        book.last_id = snapshot.last_id
+        self.synced[symbol] = True
+        for i, update in enumerate(pending):
+            if not self.synced[symbol]:
+                self._pending[symbol].append(update)
+            elif i == 0:
+                self._apply(book, update)  # covers lastUpdateId + 1, checked above
+            else:
+                self._on_book_update(update)
+        if self.synced[symbol]:
+            self.sink.on_book(self.venue, book)
+        return True
+
+
+def make_feed(venue: str, symbols: list[str], sink: FeedSink, *, url: str, rest_url: str = "", **kw: Any) -> FeedClient:
+    """A feed client for ``venue`` (``coinbase`` or ``binance``)."""
+    if venue == coinbase.VENUE:
+        return CoinbaseFeed(symbols, sink, url=url, **kw)
+    if venue == binance.VENUE:
+        return BinanceFeed(symbols, sink, url=url, rest_url=rest_url or binance.DEFAULT_REST_URL, **kw)
+    raise FeedError(f"unknown venue {venue!r}; known: coinbase, binance")

@@ -1,0 +1,673 @@
+"""The replay exchange: a local WebSocket server speaking Coinbase Exchange and Binance spot.
+
+One port serves both venues and Binance's REST depth endpoint:
+
+* ``ws://HOST:PORT/`` speaks Coinbase Exchange: ``subscribe``/``unsubscribe`` requests,
+  ``subscriptions`` acks, ``matches`` (``last_match`` first), ``ticker``, ``heartbeat``
+  (every second) and ``level2``/``level2_batch`` (a ``snapshot`` on subscription, then
+  ``l2update``);
+* ``ws://HOST:PORT/stream?streams=...`` speaks Binance combined streams (``aggTrade``,
+  ``trade``, ``bookTicker``, ``depth``/``depth@100ms``);
+* ``GET http://HOST:PORT/api/v3/depth?symbol=...`` answers Binance's depth snapshot.
+
+It is fed either by the synthetic market (:class:`~engine.replay.market.SyntheticFeed`),
+one market broadcast to every connection, paced by ``speed`` (1 = real time, 0 = as fast
+as the clients take it) with times restamped to the wall clock; or by recordings
+(:class:`~engine.replay.market.RecordedTape`), replayed byte for byte from their start on
+every connection. Fault switches (:mod:`engine.replay.faults`) apply per connection to the
+data messages. A client slower than the market is disconnected once ``max_queue`` messages
+wait for it, as venues do; at ``speed=0`` the market waits for the slowest client instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from engine.feeds.binance import venue_symbol
+from engine.replay.faults import Fault, parse_faults
+from engine.replay.market import MarketEvent, RecordedTape, SyntheticFeed, VenueBook
+
+__all__ = ["ReplayExchange"]
+
+log = logging.getLogger("engine.replay")
+
+_CLOSE = object()  # queue marker: close the connection
+
+
+@dataclass(eq=False)
+class _Conn:
+    ws: ServerConnection
+    venue: str
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    products: set[str] = field(default_factory=set)
+    channels: set[str] = field(default_factory=set)
+    streams: set[str] = field(default_factory=set)
+    sent: Counter[str] = field(default_factory=Counter)
+    held: tuple[bytes, str] | None = None
+
+
+class ReplayExchange:
+    """A local exchange for the engine's feeds.
+
+    Args:
+        synthetic: the synthetic market to broadcast (or None).
+        coinbase_tape, binance_tape: recordings to replay (or None).
+        binance_rest: recorded REST depth bodies by venue symbol (with ``binance_tape``).
+        speed: 1 = real time, 2 = twice as fast, 0 = as fast as possible.
+        faults: a fault spec (see :mod:`engine.replay.faults`).
+        host, port: where to listen (port 0: a free port).
+    """
+
+    def __init__(
+        self,
+        *,
+        synthetic: SyntheticFeed | None = None,
+        coinbase_tape: RecordedTape | None = None,
+        binance_tape: RecordedTape | None = None,
+        binance_rest: dict[str, bytes] | None = None,
+        speed: float = 1.0,
+        faults: str | list[Fault] = "",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_queue: int = 200_000,
+    ) -> None:
+        if speed < 0:
+            raise ValueError(f"speed must be >= 0, got {speed}")
+        if synthetic is None and coinbase_tape is None and binance_tape is None:
+            raise ValueError("the replay exchange needs a synthetic market or a recording")
+        self.synthetic = synthetic
+        self.coinbase_tape = coinbase_tape
+        self.binance_tape = binance_tape
+        self.binance_rest = binance_rest or {}
+        self.speed = speed
+        self.faults = parse_faults(faults) if isinstance(faults, str) else faults
+        self.host = host
+        self.port = port
+        self.max_queue = max_queue
+        self.high_water = max(1, max_queue // 4)
+        self.stats: Counter[str] = Counter()
+        self._conns: set[_Conn] = set()
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._tape_books: dict[str, VenueBook] = {}
+        if synthetic is not None:
+            self._venue_names = {venue_symbol(s): s for s in synthetic.symbols}
+        else:
+            self._venue_names = {}
+        self._drained = asyncio.Event()
+        self._paused = asyncio.Event()
+        self._resume = asyncio.Event()
+
+    # --- life -----------------------------------------------------------------------------
+
+    @property
+    def coinbase_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/"
+
+    @property
+    def binance_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> ReplayExchange:
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._http,
+            compression=None,
+            max_size=2**20,
+            ping_interval=20,
+            ping_timeout=20,
+        )
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        if self.synthetic is not None:
+            self._tasks.append(asyncio.create_task(self._broadcast(self.synthetic), name="replay-market"))
+            self._tasks.append(asyncio.create_task(self._heartbeats(self.synthetic), name="replay-heartbeats"))
+        log.info("replay exchange listening on %s:%d", self.host, self.port)
+        return self
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> ReplayExchange:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def pause(self) -> None:
+        """Stop the synthetic market (connections stay open; heartbeats go on)."""
+        self._resume.clear()
+        self._paused.set()
+
+    def resume(self) -> None:
+        """Restart the synthetic market where it stopped (times continue from now)."""
+        self._paused.clear()
+        self._resume.set()
+
+    async def _resumed(self) -> None:
+        await self._resume.wait()
+
+    async def drained(self, timeout: float = 10.0) -> None:
+        """Wait until every connection's queue is empty (all queued messages were sent)."""
+        deadline = time.monotonic() + timeout
+        while any(c.queue.qsize() or c.held for c in self._conns):
+            if time.monotonic() > deadline:
+                raise TimeoutError("replay exchange queues did not drain")
+            await asyncio.sleep(0.01)
+
+    def close_all(self) -> None:
+        """Drop every connection abruptly (as a network failure would)."""
+        for conn in list(self._conns):
+            conn.ws.transport.abort()
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        if parts.path == "/api/v3/depth":
+            query = parse_qs(parts.query)
+            symbol = (query.get("symbol") or [""])[0]
+            limit = int((query.get("limit") or ["1000"])[0]) if (query.get("limit") or ["1"])[0].isdigit() else 1000
+            body = self._depth(symbol, limit)
+            self.stats["rest_depth"] += 1
+            if body is None:
+                return _json_response(connection, HTTPStatus.BAD_REQUEST, {"code": -1121, "msg": "Invalid symbol."})
+            return _json_response(connection, HTTPStatus.OK, body)
+        if parts.path == "/healthz":
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return connection.respond(HTTPStatus.NOT_FOUND, f"no such endpoint {parts.path}\n")
+        return None
+
+    def _depth(self, symbol: str, limit: int) -> Any:
+        if self.synthetic is not None:
+            name = self._venue_names.get(symbol)
+            if name is None:
+                return None
+            book = self.synthetic.books[name]
+            bids, asks = book.snapshot(limit)
+            return {"lastUpdateId": book.update_id, "bids": bids, "asks": asks}
+        book = self._tape_books.get(symbol)
+        if book is not None:
+            bids, asks = book.snapshot(limit)
+            return {"lastUpdateId": book.update_id, "bids": bids, "asks": asks}
+        recorded = self.binance_rest.get(symbol)
+        return None if recorded is None else orjson.loads(recorded)
+
+    # --- connections ----------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        parts = urlsplit(ws.request.path)
+        venue = "binance" if parts.path.startswith("/stream") or parts.path.startswith("/ws") else "coinbase"
+        conn = _Conn(ws, venue)
+        if venue == "binance":
+            streams = parse_qs(parts.query).get("streams", [""])[0]
+            conn.streams = set(filter(None, streams.split("/")))
+            if parts.path.startswith("/ws/"):
+                conn.streams.add(parts.path[4:])
+        self._conns.add(conn)
+        self.stats["connections"] += 1
+        writer = asyncio.create_task(self._writer(conn))
+        tape: asyncio.Task[None] | None = None
+        try:
+            if venue == "binance" and self.binance_tape is not None:
+                tape = asyncio.create_task(self._play_binance_tape(conn, self.binance_tape))
+            async for message in ws:
+                if venue == "coinbase":
+                    started = self._coinbase_request(conn, message)
+                    if started and self.coinbase_tape is not None and tape is None:
+                        tape = asyncio.create_task(self._play_coinbase_tape(conn, self.coinbase_tape))
+                else:
+                    self._binance_request(conn, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._conns.discard(conn)
+            for task in (writer, tape):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            self._drained.set()
+
+    def _coinbase_request(self, conn: _Conn, message: str | bytes) -> bool:
+        try:
+            request = orjson.loads(message)
+            kind = request["type"]
+            products = [str(p) for p in request.get("product_ids", [])]
+            channels = [c if isinstance(c, str) else str(c["name"]) for c in request["channels"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            self._send_now(conn, {"type": "error", "message": "Failed to subscribe", "reason": f"malformed: {exc}"})
+            return False
+        if kind not in ("subscribe", "unsubscribe"):
+            self._send_now(conn, {"type": "error", "message": "Failed to subscribe", "reason": f"unknown type {kind}"})
+            return False
+        known = set(self.synthetic.symbols) if self.synthetic is not None else None
+        unknown = [p for p in products if known is not None and p not in known]
+        if unknown:
+            self._send_now(
+                conn,
+                {"type": "error", "message": "Failed to subscribe", "reason": f"{unknown[0]} is not a valid product"},
+            )
+            return False
+        if kind == "unsubscribe":
+            for channel in channels:
+                conn.channels.discard(f"{channel}")
+                for product in products:
+                    conn.products.discard(f"{channel}:{product}")
+            return False
+        for channel in channels:
+            conn.channels.add(channel)
+            for product in products:
+                conn.products.add(f"{channel}:{product}")
+        if self.coinbase_tape is not None:
+            return True  # the tape carries its own acks and snapshots
+        ack = {
+            "type": "subscriptions",
+            "channels": [
+                {"name": c, "product_ids": sorted(p.split(":", 1)[1] for p in conn.products if p.startswith(c + ":"))}
+                for c in sorted(conn.channels)
+            ],
+        }
+        self._send_now(conn, ack)
+        if self.synthetic is not None:
+            for channel in channels:
+                if channel in ("level2", "level2_batch"):
+                    for product in products:
+                        bids, asks = self.synthetic.books[product].snapshot()
+                        self._send_now(conn, {"type": "snapshot", "product_id": product, "bids": bids, "asks": asks})
+                if channel == "matches":
+                    for product in products:
+                        i = self.synthetic.symbols.index(product)
+                        self._send_now(
+                            conn,
+                            {
+                                "type": "last_match",
+                                "trade_id": self.synthetic.trade_ids[i],
+                                "product_id": product,
+                                "time": _iso(time.time_ns()),
+                            },
+                        )
+        return True
+
+    def _binance_request(self, conn: _Conn, message: str | bytes) -> None:
+        try:
+            request = orjson.loads(message)
+            method, params, ident = request["method"], request.get("params", []), request["id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self._send_now(conn, {"error": {"code": 2, "msg": "Invalid request"}, "id": None})
+            return
+        if method == "SUBSCRIBE":
+            conn.streams.update(params)
+        elif method == "UNSUBSCRIBE":
+            conn.streams.difference_update(params)
+        self._send_now(conn, {"result": None, "id": ident})
+
+    def _send_now(self, conn: _Conn, message: Any) -> None:
+        conn.queue.put_nowait((orjson.dumps(message), ""))
+
+    def _offer(self, conn: _Conn, payload: bytes, kind: str) -> None:
+        if conn.queue.qsize() >= self.max_queue:
+            self.stats["slow_consumers"] += 1
+            log.warning("replay: a client fell %d messages behind; disconnecting it", self.max_queue)
+            conn.queue.put_nowait((_CLOSE, ""))
+            return
+        conn.queue.put_nowait((payload, kind))
+
+    async def _writer(self, conn: _Conn) -> None:
+        ws = conn.ws
+        queue = conn.queue
+        try:
+            while True:
+                payload, kind = await queue.get()
+                if payload is _CLOSE:
+                    await ws.close(1008, "slow consumer")
+                    return
+                if kind and self.faults:
+                    if not await self._faulted(conn, payload, kind):
+                        continue
+                else:
+                    await ws.send(payload)
+                if conn.held is not None and kind:
+                    held, conn.held = conn.held, None
+                    await ws.send(held[0])
+                if queue.qsize() < self.high_water:
+                    self._drained.set()
+        except ConnectionClosed:
+            return
+
+    async def _faulted(self, conn: _Conn, payload: bytes, kind: str) -> bool:
+        """Send ``payload`` through the fault switches; False when it was not sent."""
+        conn.sent["any"] += 1
+        conn.sent[kind] += 1
+        ws = conn.ws
+        for fault in self.faults:
+            count = conn.sent[fault.kind]
+            if not fault.armed() or count % fault.every != 0:
+                continue
+            fault.fired += 1
+            self.stats[f"fault_{fault.name}"] += 1
+            log.info("replay: fault %s at message %d (%s)", fault.name, count, fault.kind)
+            if fault.name == "drop":
+                return False
+            if fault.name == "duplicate":
+                await ws.send(payload)
+            elif fault.name == "reorder":
+                conn.held = (payload, kind)
+                return False
+            elif fault.name == "stall":
+                await asyncio.sleep(fault.seconds)
+            elif fault.name == "close":
+                ws.transport.abort()
+                raise ConnectionClosed(None, None)
+            elif fault.name == "error":
+                error = (
+                    {"type": "error", "message": "replay exchange fault", "reason": "injected"}
+                    if conn.venue == "coinbase"
+                    else {"code": -1003, "msg": "replay exchange fault (injected)"}
+                )
+                await ws.send(orjson.dumps(error))
+        await ws.send(payload)
+        return True
+
+    # --- the synthetic market -------------------------------------------------------------
+
+    async def _broadcast(self, feed: SyntheticFeed) -> None:
+        start_wall = time.time_ns()
+        start_mono = time.monotonic()
+        origin: int | None = None
+        sent = 0
+        for round_events in feed.rounds():
+            for raw in round_events:
+                if self._paused.is_set():
+                    await self._resumed()
+                    start_mono, start_wall, origin = time.monotonic(), time.time_ns(), raw.ts_ns
+                if origin is None:
+                    origin = raw.ts_ns
+                if self.speed > 0:
+                    due = (raw.ts_ns - origin) / 1e9 / self.speed
+                    wait = due - (time.monotonic() - start_mono)
+                    if wait > 0.001:
+                        await asyncio.sleep(wait)
+                    stamp = start_wall + int(due * 1e9)
+                else:
+                    stamp = time.time_ns()
+                self._publish(feed.realize(raw), stamp)
+                sent += 1
+                if sent % 256 == 0:
+                    await self._backpressure()
+            await asyncio.sleep(0)
+
+    async def _backpressure(self) -> None:
+        if self.speed > 0:
+            await asyncio.sleep(0)
+            return
+        while any(c.queue.qsize() >= self.high_water for c in self._conns):
+            self._drained.clear()
+            await self._drained.wait()
+        await asyncio.sleep(0)
+
+    def _publish(self, event: MarketEvent, stamp: int) -> None:
+        self.stats["trades"] += 1
+        if not self._conns:
+            return
+        coinbase: dict[str, bytes] = {}
+        binance: dict[str, bytes] = {}
+        for conn in self._conns:
+            if conn.venue == "coinbase":
+                if f"matches:{event.symbol}" in conn.products:
+                    if "match" not in coinbase:
+                        coinbase["match"] = _coinbase_match(event, stamp)
+                    self._offer(conn, coinbase["match"], "trade")
+                if (event.bid_changes or event.ask_changes) and (
+                    f"level2:{event.symbol}" in conn.products or f"level2_batch:{event.symbol}" in conn.products
+                ):
+                    if "l2" not in coinbase:
+                        coinbase["l2"] = _coinbase_l2(event, stamp)
+                    self._offer(conn, coinbase["l2"], "book")
+                if f"ticker:{event.symbol}" in conn.products:
+                    if "ticker" not in coinbase:
+                        coinbase["ticker"] = self._coinbase_ticker(event, stamp)
+                    self._offer(conn, coinbase["ticker"], "quote")
+            else:
+                lower = venue_symbol(event.symbol).lower()
+                for stream in (f"{lower}@aggTrade", f"{lower}@trade"):
+                    if stream in conn.streams:
+                        if stream not in binance:
+                            binance[stream] = _binance_trade(event, stamp, stream)
+                        self._offer(conn, binance[stream], "trade")
+                if event.bid_changes or event.ask_changes:
+                    for stream in (f"{lower}@depth@100ms", f"{lower}@depth"):
+                        if stream in conn.streams:
+                            if stream not in binance:
+                                book = self.synthetic.books[event.symbol] if self.synthetic else None
+                                binance[stream] = _binance_depth(event, stamp, stream, book.update_id if book else 0)
+                            self._offer(conn, binance[stream], "book")
+                    stream = f"{lower}@bookTicker"
+                    if stream in conn.streams and self.synthetic is not None:
+                        if stream not in binance:
+                            binance[stream] = self._binance_book_ticker(event, stream)
+                        self._offer(conn, binance[stream], "quote")
+
+    def _coinbase_ticker(self, event: MarketEvent, stamp: int) -> bytes:
+        assert self.synthetic is not None
+        bids, asks = self.synthetic.books[event.symbol].snapshot(1)
+        return orjson.dumps(
+            {
+                "type": "ticker",
+                "product_id": event.symbol,
+                "price": repr(event.price),
+                "best_bid": bids[0][0] if bids else repr(event.price),
+            "best_bid_size": bids[0][1] if bids else "0",
+            "best_ask_size": asks[0][1] if asks else "0",
+                "best_ask": asks[0][0] if asks else repr(event.price),
+                "side": "buy" if event.taker_buys else "sell",
+                "time": _iso(stamp),
+                "trade_id": event.trade_id,
+                "last_size": repr(event.size),
+            }
+        )
+
+    def _binance_book_ticker(self, event: MarketEvent, stream: str) -> bytes:
+        assert self.synthetic is not None
+        book = self.synthetic.books[event.symbol]
+        bids, asks = book.snapshot(1)
+        data = {
+            "u": book.update_id,
+            "s": venue_symbol(event.symbol),
+            "b": bids[0][0] if bids else "0",
+            "B": bids[0][1] if bids else "0",
+            "a": asks[0][0] if asks else "0",
+            "A": asks[0][1] if asks else "0",
+        }
+        return orjson.dumps({"stream": stream, "data": data})
+
+    async def _heartbeats(self, feed: SyntheticFeed) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = _iso(time.time_ns())
+            for conn in list(self._conns):
+                if conn.venue != "coinbase" or "heartbeat" not in conn.channels:
+                    continue
+                for i, symbol in enumerate(feed.symbols):
+                    if f"heartbeat:{symbol}" in conn.products:
+                        message = {
+                            "type": "heartbeat",
+                            "sequence": 0,
+                            "last_trade_id": feed.trade_ids[i],
+                            "product_id": symbol,
+                            "time": now,
+                        }
+                        conn.queue.put_nowait((orjson.dumps(message), ""))
+
+    # --- recordings -----------------------------------------------------------------------
+
+    async def _play_coinbase_tape(self, conn: _Conn, tape: RecordedTape) -> None:
+        channel_of = {
+            "snapshot": "level2",
+            "l2update": "level2",
+            "match": "matches",
+            "last_match": "matches",
+            "ticker": "ticker",
+            "heartbeat": "heartbeat",
+        }
+        await self._play(conn, tape, lambda msg: _coinbase_wanted(conn, msg, channel_of))
+
+    async def _play_binance_tape(self, conn: _Conn, tape: RecordedTape) -> None:
+        self._tape_books = {}
+        for symbol, body in self.binance_rest.items():
+            snapshot = orjson.loads(body)
+            book = VenueBook()
+            book.replace(snapshot["bids"], snapshot["asks"], int(snapshot["lastUpdateId"]))
+            self._tape_books[symbol] = book
+
+        def wanted(msg: dict[str, Any]) -> str | None:
+            stream = msg.get("stream")
+            if stream not in conn.streams:
+                return None
+            data = msg.get("data", {})
+            if data.get("e") == "depthUpdate":
+                book = self._tape_books.get(data["s"])
+                if book is not None and data["u"] > book.update_id:
+                    for p, s in data["b"]:
+                        book.change(True, p, s)
+                    for p, s in data["a"]:
+                        book.change(False, p, s)
+                    book.update_id = data["u"]
+                return "book"
+            return "trade" if data.get("e") in ("aggTrade", "trade") else "quote"
+
+        await self._play(conn, tape, wanted)
+
+    async def _play(self, conn: _Conn, tape: RecordedTape, wanted: Any) -> None:
+        start = time.monotonic()
+        origin = tape.messages[0].received_ns
+        for i, message in enumerate(tape.messages):
+            try:
+                decoded = orjson.loads(message.payload)
+            except orjson.JSONDecodeError:
+                kind: str | None = "any"  # pass broken bytes on as they were recorded
+            else:
+                kind = wanted(decoded) if isinstance(decoded, dict) else "any"
+            if kind is None:
+                continue
+            if self.speed > 0:
+                wait = (message.received_ns - origin) / 1e9 / self.speed - (time.monotonic() - start)
+                if wait > 0.001:
+                    await asyncio.sleep(wait)
+            conn.queue.put_nowait((message.payload, "" if kind == "control" else kind))
+            if i % 256 == 0:
+                while conn.queue.qsize() >= self.high_water:
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(0)
+        self.stats["tapes_finished"] += 1
+
+
+def _coinbase_wanted(conn: _Conn, msg: dict[str, Any], channel_of: dict[str, str]) -> str | None:
+    kind = msg.get("type")
+    if kind == "subscriptions":
+        return "control"
+    channel = channel_of.get(str(kind))
+    if channel is None:
+        return "any"
+    product = msg.get("product_id")
+    if not any(f"{c}:{product}" in conn.products for c in _aliases(channel)):
+        return None
+    if kind in ("snapshot", "last_match"):
+        return "control"
+    return {"level2": "book", "matches": "trade"}.get(channel, "quote")
+
+
+def _aliases(channel: str) -> tuple[str, ...]:
+    return ("level2", "level2_batch") if channel == "level2" else (channel,)
+
+
+def _iso(ns: int) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest // 1000:06d}Z"
+
+
+def _coinbase_match(event: MarketEvent, stamp: int) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "match",
+            "trade_id": event.trade_id,
+            "side": "sell" if event.taker_buys else "buy",
+            "size": f"{event.size:.8f}",
+            "price": repr(event.price),
+            "product_id": event.symbol,
+            "time": _iso(stamp),
+        }
+    )
+
+
+def _coinbase_l2(event: MarketEvent, stamp: int) -> bytes:
+    changes = [["buy", p, s] for p, s in event.bid_changes] + [["sell", p, s] for p, s in event.ask_changes]
+    return orjson.dumps({"type": "l2update", "product_id": event.symbol, "changes": changes, "time": _iso(stamp)})
+
+
+def _binance_trade(event: MarketEvent, stamp: int, stream: str) -> bytes:
+    ms = stamp // 1_000_000
+    kind = "aggTrade" if stream.endswith("@aggTrade") else "trade"
+    data: dict[str, Any] = {
+        "e": kind,
+        "E": ms,
+        "s": venue_symbol(event.symbol),
+        "p": repr(event.price),
+        "q": f"{event.size:.8f}",
+        "T": ms,
+        "m": not event.taker_buys,
+        "M": True,
+    }
+    data["a" if kind == "aggTrade" else "t"] = event.trade_id
+    return orjson.dumps({"stream": stream, "data": data})
+
+
+def _binance_depth(event: MarketEvent, stamp: int, stream: str, update_id: int) -> bytes:
+    data = {
+        "e": "depthUpdate",
+        "E": stamp // 1_000_000,
+        "s": venue_symbol(event.symbol),
+        "U": update_id,
+        "u": update_id,
+        "b": [list(c) for c in event.bid_changes],
+        "a": [list(c) for c in event.ask_changes],
+    }
+    return orjson.dumps({"stream": stream, "data": data})
+
+
+def _json_response(connection: ServerConnection, status: HTTPStatus, body: Any) -> Response:
+    response = connection.respond(status, "")
+    payload = orjson.dumps(body)
+    headers = Headers([(k, v) for k, v in response.headers.raw_items() if k.lower() not in ("content-type", "content-length")])
+    headers["Content-Type"] = "application/json"
+    headers["Content-Length"] = str(len(payload))
+    return Response(response.status_code, response.reason_phrase, headers, payload)
