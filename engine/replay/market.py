@@ -190,7 +190,9 @@ class SyntheticFeed:
         i = raw.index
         self.trade_ids[i] += 1
         bids, asks = self._move_book(i, raw.price) if self.books_on else ([], [])
-        return MarketEvent(self.symbols[i], raw.ts_ns, raw.price, raw.size, raw.taker_buys, self.trade_ids[i], bids, asks)
+        return MarketEvent(
+            self.symbols[i], raw.ts_ns, raw.price, raw.size, raw.taker_buys, self.trade_ids[i], bids, asks
+        )
 
     def _move_book(self, i: int, price: float) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         book = self.books[self.symbols[i]]

@@ -356,8 +356,8 @@ class ReplayExchange:
                         continue
                 else:
                     await ws.send(payload)
-                if conn.held is not None and kind:
-                    held, conn.held = conn.held, None
+                if conn.held is not None and kind == conn.held[1] and conn.held[0] is not payload:
+                    held, conn.held = conn.held, None  # a reordered message goes after the next of its kind
                     await ws.send(held[0])
                 if queue.qsize() < self.high_water:
                     self._drained.set()
@@ -370,6 +370,8 @@ class ReplayExchange:
         conn.sent[kind] += 1
         ws = conn.ws
         for fault in self.faults:
+            if fault.kind != "any" and fault.kind != kind:
+                continue
             count = conn.sent[fault.kind]
             if not fault.armed() or count % fault.every != 0:
                 continue
@@ -486,8 +488,8 @@ class ReplayExchange:
                 "product_id": event.symbol,
                 "price": repr(event.price),
                 "best_bid": bids[0][0] if bids else repr(event.price),
-            "best_bid_size": bids[0][1] if bids else "0",
-            "best_ask_size": asks[0][1] if asks else "0",
+                "best_bid_size": bids[0][1] if bids else "0",
+                "best_ask_size": asks[0][1] if asks else "0",
                 "best_ask": asks[0][0] if asks else repr(event.price),
                 "side": "buy" if event.taker_buys else "sell",
                 "time": _iso(stamp),
@@ -667,7 +669,9 @@ def _binance_depth(event: MarketEvent, stamp: int, stream: str, update_id: int) 
 def _json_response(connection: ServerConnection, status: HTTPStatus, body: Any) -> Response:
     response = connection.respond(status, "")
     payload = orjson.dumps(body)
-    headers = Headers([(k, v) for k, v in response.headers.raw_items() if k.lower() not in ("content-type", "content-length")])
+    headers = Headers(
+        [(k, v) for k, v in response.headers.raw_items() if k.lower() not in ("content-type", "content-length")]
+    )
     headers["Content-Type"] = "application/json"
     headers["Content-Length"] = str(len(payload))
     return Response(response.status_code, response.reason_phrase, headers, payload)
