@@ -67,7 +67,7 @@ class RedisOnlineStore(LayoutReads):
         self._client = client
         self.layout = layout or OnlineLayout()
         self._write_script = client.register_script(_WRITE)
-        self._prepared: tuple[str, str, list[str], list[str]] = ("", "", [], [])
+        self._prepared: dict[tuple[str, str], tuple[tuple[str, ...], list[str]]] = {}
         self._read_prepared: tuple[tuple[tuple[str, str], ...], list[str], list[str]] = ((), [], [])
 
     @classmethod
@@ -81,10 +81,34 @@ class RedisOnlineStore(LayoutReads):
 
     def write_latest(self, feature_set: FeatureSet, ts_ns: int, symbols: Sequence[str], values: npt.ArrayLike) -> int:
         """See :meth:`feature_store.stores.OnlineStore.write_latest`."""
+        call = self._script_call(feature_set, ts_ns, symbols, values)
+        if call is None:
+            return 0
+        keys, args = call
+        return int(self._call(lambda: self._write_script(keys=keys, args=args), "write", feature_set))
+
+    def write_latest_many(self, items: Sequence[tuple[FeatureSet, int, Sequence[str], npt.ArrayLike]]) -> int:
+        """:meth:`write_latest` of several sets in one round trip (one pipeline of scripts).
+
+        Each item is ``(feature_set, ts_ns, symbols, values)``. Every item is checked before
+        anything is sent. Returns the symbols refused as too old, summed over the items.
+        """
+        calls = [call for item in items if (call := self._script_call(*item)) is not None]
+        if not calls:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in calls:
+            self._write_script(keys=keys, args=args, client=pipe)
+        results = self._call(pipe.execute, "write", items[0][0])
+        return sum(int(r) for r in results)
+
+    def _script_call(
+        self, feature_set: FeatureSet, ts_ns: int, symbols: Sequence[str], values: npt.ArrayLike
+    ) -> tuple[list[str], list[bytes | str | int]] | None:
         keys = self._keys(feature_set, symbols)
         blob = self.layout.encode(feature_set, ts_ns, symbols, values)
         if not symbols:
-            return 0
+            return None
         layout = self.layout
         args: list[bytes | str | int] = [
             feature_set.version,
@@ -97,17 +121,20 @@ class RedisOnlineStore(LayoutReads):
             int(layout.ttl_s * 1000),
             blob,
         ]
-        keys = [layout.version_key(feature_set), layout.latest_key(feature_set), *keys]
-        return int(self._call(lambda: self._write_script(keys=keys, args=args), "write", feature_set))
+        return [layout.version_key(feature_set), layout.latest_key(feature_set), *keys], args
 
     def _keys(self, feature_set: FeatureSet, symbols: Sequence[str]) -> list[str]:
-        # The engine writes the same symbols every bar: checking and naming them once pays.
-        name, version, last_symbols, last_keys = self._prepared
-        if name == feature_set.name and version == feature_set.version and last_symbols == symbols:
-            return last_keys
+        # The engine writes the same symbols every bar: checking and naming them once per
+        # set pays.
+        names = tuple(symbols)
+        cached = self._prepared.get((feature_set.name, feature_set.version))
+        if cached is not None and cached[0] == names:
+            return cached[1]
         self.layout.check_symbols(feature_set, symbols)
         keys = [self.layout.key(feature_set, s) for s in symbols]
-        self._prepared = (feature_set.name, feature_set.version, list(symbols), keys)
+        if len(self._prepared) > 64:
+            self._prepared.clear()
+        self._prepared[(feature_set.name, feature_set.version)] = (names, keys)
         return keys
 
     def _fetch(self, feature_set: FeatureSet, symbols: Sequence[str]) -> tuple[bytes | None, list[bytes | None]]:

@@ -14,6 +14,7 @@ through ``matches`` and ``heartbeat``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -52,7 +53,7 @@ class CoinbaseDecoder:
     def __init__(self) -> None:
         self._clock = IsoClock()
         self._numbers = NumberCache()
-        self._handlers = {
+        self._handlers: dict[str, Callable[[dict[str, Any]], Trade | Event]] = {
             "match": self._match,
             "ticker": self._ticker,
             "heartbeat": self._heartbeat,
@@ -88,7 +89,7 @@ class CoinbaseDecoder:
                     else:
                         raise ValueError(f"bad side {side!r}")
                 return BookUpdate(VENUE, msg["product_id"], self._clock.ns(msg["time"]), bids, asks)
-            handler = self._handlers.get(kind)
+            handler: Callable[[dict[str, Any]], Trade | Event] | None = self._handlers.get(kind)
             return None if handler is None else handler(msg)
         except DecodeError:
             raise

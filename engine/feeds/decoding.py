@@ -77,7 +77,8 @@ class IsoClock:
         frac = text[20:-1]
         if text[19] != "." or not frac.isdigit() or len(frac) > 9:
             return self._slow(text)
-        return base + int(frac) * 10 ** (9 - len(frac))
+        scale: int = 10 ** (9 - len(frac))
+        return base + int(frac) * scale
 
     @staticmethod
     def _slow(text: str) -> int:

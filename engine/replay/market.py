@@ -134,7 +134,7 @@ class SyntheticFeed:
             exponent = math.floor(math.log10(price)) - 4
             self._ticks.append(Decimal(1).scaleb(exponent))
             self._decimals.append(max(0, -exponent))
-        self._best: list[int | None] = [None] * len(self.symbols)
+        self._last_price = np.ones(len(self.symbols))
 
     def rounds(self) -> Iterator[Iterator[RawTrade]]:
         """Successive rounds of events in market-time order (each round a new simulation)."""

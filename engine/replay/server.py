@@ -214,10 +214,10 @@ class ReplayExchange:
             book = self.synthetic.books[name]
             bids, asks = book.snapshot(limit)
             return {"lastUpdateId": book.update_id, "bids": bids, "asks": asks}
-        book = self._tape_books.get(symbol)
-        if book is not None:
-            bids, asks = book.snapshot(limit)
-            return {"lastUpdateId": book.update_id, "bids": bids, "asks": asks}
+        tape_book = self._tape_books.get(symbol)
+        if tape_book is not None:
+            bids, asks = tape_book.snapshot(limit)
+            return {"lastUpdateId": tape_book.update_id, "bids": bids, "asks": asks}
         recorded = self.binance_rest.get(symbol)
         return None if recorded is None else orjson.loads(recorded)
 

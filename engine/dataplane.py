@@ -1,0 +1,241 @@
+"""Trades to bars to online features to Redis, and everything to the recorder.
+
+:class:`DataPlane` is the sink the feeds deliver to. Per trade it updates the symbol's
+open bar (:class:`feature_store.bars.BarAggregator`, O(1)) and hands the trade to the
+recorder. Bars close on the venue's clock: an interval ``[t, t + bar)`` closes once the
+feeds' clock passes ``t + bar + grace`` (the latest venue time seen, advanced by the local
+clock while the market is quiet), so trades that arrive a little late still count. At each
+close, every feature set's :class:`~feature_store.features.online.OnlineFeatures` steps
+once for all symbols (gap-filling those without a bar), and the steps of all sets are
+written to Redis in one round trip (``RedisOnlineStore.write_latest_many``).
+
+When Redis is away the features keep being computed in memory; the steps not yet written
+(at most the store's window of bars per set) are written, oldest first, once it answers
+again. A trade older than an interval already closed is still recorded, but counted in
+``late_trades`` and left out of the bars. The first interval is partial (the engine joined
+it mid-way), so its bars are neither used nor recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from engine.feeds.book import OrderBook
+from engine.feeds.records import Quote
+from engine.recorder import Recorder
+from feature_store.bars import BarAggregator
+from feature_store.errors import DataValidationError, StorageError
+from feature_store.features.online import FeatureStep, OnlineFeatures
+from feature_store.features.registry import FeatureSet
+from feature_store.records import NS_PER_S, Bar, Trade
+from feature_store.redis_store import RedisOnlineStore
+
+__all__ = ["DataPlane", "DataPlaneStats"]
+
+log = logging.getLogger("engine.dataplane")
+
+
+@dataclass
+class DataPlaneStats:
+    """Counters of the data plane (exported as Prometheus metrics)."""
+
+    trades: int = 0
+    late_trades: int = 0
+    bars: int = 0
+    intervals_closed: int = 0
+    book_snapshots: int = 0
+    online_writes: int = 0
+    online_failures: int = 0
+    online_unwritten: int = 0
+    online_refused: int = 0
+    last_close_ns: int = 0
+    last_error: str = ""
+    # Seconds from the close decision to the features being in Redis, per interval.
+    close_to_online_s: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    # Seconds from the interval's end (venue clock) to the features being in Redis.
+    interval_end_to_online_s: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+
+
+class DataPlane:
+    """The feeds' sink: bars, online features, book snapshots and recording.
+
+    Args:
+        symbols: the universe (every feed's symbols).
+        feature_sets: the sets to compute online (their interval is set to ``bar_seconds``).
+        online: where features go (None: computed, not stored online).
+        recorder: where trades, bars, snapshots and features are recorded (None: nowhere).
+        bar_seconds: bar length.
+        grace_s: how long after an interval's end trades may still arrive for it.
+        book_every_s: record each book at most this often (0: never).
+        book_depth: levels per side in a recorded snapshot.
+    """
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        feature_sets: Sequence[FeatureSet],
+        *,
+        online: RedisOnlineStore | None,
+        recorder: Recorder | None,
+        bar_seconds: int = 60,
+        grace_s: float = 0.25,
+        book_every_s: float = 1.0,
+        book_depth: int = 10,
+    ) -> None:
+        if bar_seconds <= 0:
+            raise ValueError(f"bar_seconds must be > 0, got {bar_seconds}")
+        self.symbols = sorted(set(symbols))
+        self.bar_seconds = bar_seconds
+        self.interval_ns = bar_seconds * NS_PER_S
+        self.grace_ns = int(grace_s * NS_PER_S)
+        self.feature_sets = [fs.with_interval(bar_seconds) for fs in feature_sets]
+        self.features = [OnlineFeatures(fs, self.symbols) for fs in self.feature_sets]
+        self.online = online
+        self.recorder = recorder
+        self.book_every_ns = int(book_every_s * NS_PER_S)
+        self.book_depth = book_depth
+        self.stats = DataPlaneStats()
+        self.bars = BarAggregator(bar_seconds)
+        self._closed_bars: dict[int, list[Bar]] = {}
+        self._closed_until: int | None = None  # every interval starting before this is closed
+        self._first_full: int | None = None
+        self._clock_ns = 0
+        self._clock_seen = 0.0
+        self._last_book: dict[str, int] = {}
+        self._unwritten: deque[list[FeatureStep]] = deque(maxlen=max(1, 32))
+        self._stopping = asyncio.Event()
+        self.last_steps: list[FeatureStep] = []
+
+    # --- FeedSink -------------------------------------------------------------------------
+
+    def on_trade(self, trade: Trade) -> None:
+        stats = self.stats
+        stats.trades += 1
+        if self.recorder is not None:
+            self.recorder.add_trade(trade)
+        ts = trade.ts_ns
+        if ts > self._clock_ns:
+            self._clock_ns = ts
+            self._clock_seen = time.monotonic()
+        if self._first_full is None:
+            self._first_full = (ts // self.interval_ns + 1) * self.interval_ns
+            self._closed_until = self._first_full
+        if ts < self._first_full:
+            return  # the partial first interval
+        if self._closed_until is not None and ts < self._closed_until:
+            stats.late_trades += 1
+            return
+        for bar in self.bars.add(trade):
+            self._closed_bars.setdefault(bar.start_ns, []).append(bar)
+
+    def on_book(self, venue: str, book: OrderBook) -> None:
+        if not self.book_every_ns or self.recorder is None:
+            return
+        last = self._last_book.get(book.symbol, 0)
+        if book.ts_ns - last >= self.book_every_ns:
+            self._last_book[book.symbol] = book.ts_ns
+            bids, asks = book.top(self.book_depth)
+            self.recorder.add_book(venue, book.symbol, book.ts_ns, bids, asks)
+            self.stats.book_snapshots += 1
+
+    def on_quote(self, quote: Quote) -> None:
+        return None
+
+    def on_time(self, venue: str, ts_ns: int) -> None:
+        if ts_ns > self._clock_ns:
+            self._clock_ns = ts_ns
+            self._clock_seen = time.monotonic()
+
+    # --- closing intervals ----------------------------------------------------------------
+
+    def clock_ns(self) -> int:
+        """The venue clock: the latest venue time seen, advanced by the local clock since."""
+        if not self._clock_ns:
+            return 0
+        return self._clock_ns + int((time.monotonic() - self._clock_seen) * NS_PER_S)
+
+    def due(self) -> int | None:
+        """The start of the next interval to close, if its time has come."""
+        if self._closed_until is None:
+            return None
+        if self.clock_ns() >= self._closed_until + self.interval_ns + self.grace_ns:
+            return self._closed_until
+        return None
+
+    async def run(self, tick_s: float | None = None) -> None:
+        """Close intervals as their time comes, until :meth:`stop`."""
+        tick = tick_s if tick_s is not None else min(0.05, self.bar_seconds / 20)
+        while not self._stopping.is_set():
+            start = self.due()
+            if start is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=tick)
+                continue
+            await self.close_interval(start)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close_interval(self, start_ns: int) -> list[FeatureStep]:
+        """Close ``[start_ns, start_ns + bar)``: bars, features, Redis, recording."""
+        decided = time.monotonic()
+        end = start_ns + self.interval_ns
+        for bar in self.bars.flush(end):
+            self._closed_bars.setdefault(bar.start_ns, []).append(bar)
+        bars = self._closed_bars.pop(start_ns, [])
+        for stale in [k for k in self._closed_bars if k < start_ns]:
+            self._closed_bars.pop(stale)  # cannot happen with a monotone clock; never kept
+        self._closed_until = end
+        self.stats.intervals_closed += 1
+        self.stats.bars += len(bars)
+        self.stats.last_close_ns = start_ns
+        steps: list[FeatureStep] = []
+        for online in self.features:
+            step = online.update(start_ns, bars)
+            if step is not None:
+                steps.append(step)
+        if self.recorder is not None:
+            for bar in bars:
+                self.recorder.add_bar(bar)
+            for fs, step in zip(self.feature_sets, steps, strict=True):
+                if step.symbols:
+                    self.recorder.add_features(fs, step.ts_ns, step.symbols, step.values)
+        self.last_steps = steps
+        if self.online is not None:
+            self._unwritten.append(steps)
+            await self._write_online()
+            if not self._unwritten:
+                now = time.monotonic()
+                self.stats.close_to_online_s.append(now - decided)
+                self.stats.interval_end_to_online_s.append(max(0.0, (self.clock_ns() - end) / NS_PER_S))
+        return steps
+
+    async def _write_online(self) -> None:
+        assert self.online is not None
+        while self._unwritten:
+            steps = self._unwritten[0]
+            items = [
+                (fs, s.ts_ns, s.symbols, s.values) for fs, s in zip(self.feature_sets, steps, strict=True) if s.symbols
+            ]
+            try:
+                refused = await asyncio.to_thread(self.online.write_latest_many, items)
+            except StorageError as exc:
+                self.stats.online_failures += 1
+                self.stats.last_error = str(exc)
+                if self.stats.online_failures <= 5 or self.stats.online_failures % 100 == 0:
+                    log.warning("online store unavailable (%s); %d intervals wait", exc, len(self._unwritten))
+                break
+            except DataValidationError as exc:  # a bug, not an outage: say so and move on
+                log.error("online write refused: %s", exc)
+                self.stats.last_error = str(exc)
+            else:
+                self.stats.online_writes += 1
+                self.stats.online_refused += refused
+            self._unwritten.popleft()
+        self.stats.online_unwritten = len(self._unwritten)
