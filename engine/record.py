@@ -67,6 +67,7 @@ class RecordSummary:
     written: dict[str, int]
     pending_rows: int
     spooled_batches: int
+    write_failures: int = 0
 
     def lines(self) -> list[str]:
         out = [f"recorded for {self.seconds:.1f} s"]
@@ -173,6 +174,7 @@ async def record(
             written=dict(rs.written) if rs else {},
             pending_rows=rs.buffered_rows if rs else 0,
             spooled_batches=rs.spooled_batches if rs else 0,
+            write_failures=rs.write_failures if rs else 0,
         )
 
     try:

@@ -211,7 +211,7 @@ def _ensure_postgres(home: Path, entry: dict[str, Any] | None, database: str) ->
     password = entry.get("password") or secrets.token_urlsafe(24)
     if not (pgdata / "PG_VERSION").exists():
         _initdb(pgdata, password, run_as)
-    port = _free_port()
+    port = _same_or_free_port(entry)
     logfile = pg_root / "postgres.log"
     try:
         _run_pg(
@@ -429,7 +429,7 @@ def _ensure_valkey(home: Path, entry: dict[str, Any] | None) -> dict[str, Any]:
     root = _valkey_root(home)
     root.mkdir(parents=True, exist_ok=True)
     password = entry.get("password") or secrets.token_urlsafe(24)
-    port = _free_port()
+    port = _same_or_free_port(entry)
     logfile = root / "valkey.log"
     conf = root / "valkey.conf"
     # The password lives in a 0600 file rather than on the command line (visible in ps).
@@ -532,6 +532,13 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _same_or_free_port(entry: dict[str, Any]) -> int:
+    # A restarted server keeps its port when it can, so that clients holding its URL
+    # (a running engine, the model service) reconnect by themselves.
+    port = int(entry.get("port") or 0)
+    return port if port and not _port_open(port) else _free_port()
 
 
 def _port_open(port: int) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -143,12 +143,10 @@ class SyntheticFeed:
                 self._first
                 if self._round == 0
                 else simulate_market(
-                    SyntheticMarketConfig(
-                        **{
-                            **self.config.__dict__,
-                            "seed": self.config.seed + self._round,
-                            "start_ns": self.config.start_ns + self._round * self._span(),
-                        }
+                    replace(
+                        self.config,
+                        seed=self.config.seed + self._round,
+                        start_ns=self.config.start_ns + self._round * self._span(),
                     )
                 )
             )

@@ -142,6 +142,8 @@ class ReplayExchange:
         if self.synthetic is not None:
             self._tasks.append(asyncio.create_task(self._broadcast(self.synthetic), name="replay-market"))
             self._tasks.append(asyncio.create_task(self._heartbeats(self.synthetic), name="replay-heartbeats"))
+            for task in self._tasks:
+                task.add_done_callback(_report_crash)
         log.info("replay exchange listening on %s:%d", self.host, self.port)
         return self
 
@@ -591,6 +593,11 @@ class ReplayExchange:
                     await asyncio.sleep(0.001)
                 await asyncio.sleep(0)
         self.stats["tapes_finished"] += 1
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("replay exchange: %s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception())
 
 
 def _coinbase_wanted(conn: _Conn, msg: dict[str, Any], channel_of: dict[str, str]) -> str | None:
