@@ -79,6 +79,8 @@ async def run_demo() -> int:
     ok = _pipeline(pipeline)
     if ok:
         ok = await _serve(urls.database_url)
+    if ok:
+        ok = _record_session()
     print(f"demo finished in {time.perf_counter() - wall:.1f} s; `make stop` stops the servers and the service")
     return 0 if ok else 1
 
@@ -168,6 +170,42 @@ async def _serve(database_url: str) -> bool:
             book = await client.portfolio_risk({s: 10_000.0 for s in out["symbols"][:5]})
             print(f"  /portfolio_risk of 5 x 10,000: VaR99 {book['var99']:.2f}, ES97.5 {book['es975']:.2f}")
     print(f"the service keeps running for the engine: {url} (log in $RRR_HOME/logs/serving.log)")
+    return True
+
+
+def _record_session(seconds: int = 15) -> bool:
+    """A short synthetic session through the replay exchange, recorded by the engine."""
+    import subprocess
+    import sys
+
+    print(f"engine: recording {seconds} s of a 20-symbol synthetic market through the local replay exchange")
+    argv = [
+        sys.executable,
+        "-m",
+        "engine",
+        "record",
+        "--replay",
+        "20",
+        "--trades-per-s",
+        "4",
+        "--bar-seconds",
+        "1",
+        "--duration",
+        str(seconds),
+        "--venue",
+        "coinbase",
+        "--venue",
+        "binance",
+        "--quiet",
+        "--metrics-port",
+        "-1",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        print(f"  {line}")
+    if done.returncode != 0:
+        print(f"  engine record FAILED (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+        return False
     return True
 
 

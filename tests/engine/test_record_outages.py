@@ -80,7 +80,10 @@ def test_every_acknowledged_row_is_stored_once_across_outages(tmp_path: Path) ->
 async def _stored(url: str) -> dict[str, int]:
     conn = await asyncpg.connect(url)
     try:
-        out = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in ("trades", "bars", "book_snapshots", "features")}  # noqa: S608,E501
+        out = {
+            t: int(await conn.fetchval(f"SELECT count(*) FROM {t}"))  # noqa: S608 - fixed names
+            for t in ("trades", "bars", "book_snapshots", "features")
+        }
         out["duplicate_trades"] = int(await conn.fetchval(
             "SELECT count(*) FROM (SELECT 1 FROM trades GROUP BY venue, symbol, trade_id HAVING count(*) > 1) d"
         ))  # fmt: skip
