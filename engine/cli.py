@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -209,8 +210,6 @@ async def _replay(args: argparse.Namespace) -> int:
     print(f"binance   {exchange.binance_url}/stream?streams=...   REST {exchange.rest_url}/api/v3/depth", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    import signal
-
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:

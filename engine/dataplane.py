@@ -108,7 +108,8 @@ class DataPlane:
         self._clock_ns = 0
         self._clock_seen = 0.0
         self._last_book: dict[str, int] = {}
-        self._unwritten: deque[list[FeatureStep]] = deque(maxlen=max(1, 32))
+        # Older intervals than the store's window would be refused anyway.
+        self._unwritten: deque[list[FeatureStep]] = deque(maxlen=online.layout.window if online else 1)
         self._stopping = asyncio.Event()
         self.last_steps: list[FeatureStep] = []
 

@@ -58,16 +58,35 @@ class _Table:
     name: str
     columns: tuple[str, ...]
     time_index: int
-    unique: bool  # has a primary key: write through a staging table
+    # Tables with a primary key are written through a staging table: (stage, create, insert).
+    staged: tuple[str, str, str] | None = None
 
 
 TABLES: dict[str, _Table] = {
-    "trades": _Table("trades", TRADE_COLUMNS, 2, False),
-    "bars": _Table("bars", BAR_COLUMNS, 1, True),
-    "book_snapshots": _Table(
-        "book_snapshots", ("venue", "symbol", "ts_ns", "bid_prices", "bid_sizes", "ask_prices", "ask_sizes"), 2, False
+    "trades": _Table("trades", TRADE_COLUMNS, 2),
+    "bars": _Table(
+        "bars",
+        BAR_COLUMNS,
+        1,
+        (
+            "stage_bars",
+            "CREATE TEMP TABLE IF NOT EXISTS stage_bars (LIKE bars INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+            "INSERT INTO bars SELECT * FROM stage_bars ON CONFLICT DO NOTHING",
+        ),
     ),
-    "features": _Table("features", ("feature_set", "version", "symbol", "ts_ns", "vals"), 3, True),
+    "book_snapshots": _Table(
+        "book_snapshots", ("venue", "symbol", "ts_ns", "bid_prices", "bid_sizes", "ask_prices", "ask_sizes"), 2
+    ),
+    "features": _Table(
+        "features",
+        ("feature_set", "version", "symbol", "ts_ns", "vals"),
+        3,
+        (
+            "stage_features",
+            "CREATE TEMP TABLE IF NOT EXISTS stage_features (LIKE features INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+            "INSERT INTO features SELECT * FROM stage_features ON CONFLICT DO NOTHING",
+        ),
+    ),
 }
 _TRANSIENT = (
     OSError,
@@ -320,20 +339,13 @@ class Recorder:
                 )
                 if inserted is None:
                     return False
-                if not spec.unique:
+                if spec.staged is None:
                     await conn.copy_records_to_table(spec.name, records=batch.rows, columns=list(spec.columns))
                     return True
-                stage = f"stage_{spec.name}"
-                # Table and column names come from the fixed TABLES map, never from input.
-                await conn.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {spec.name} INCLUDING DEFAULTS) "
-                    "ON COMMIT DELETE ROWS"
-                )
+                stage, create, insert = spec.staged
+                await conn.execute(create)
                 await conn.copy_records_to_table(stage, records=batch.rows, columns=list(spec.columns))
-                cols = ", ".join(spec.columns)
-                await conn.execute(
-                    f"INSERT INTO {spec.name} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING"  # noqa: S608
-                )
+                await conn.execute(insert)
         return True
 
     async def _register(self, conn: asyncpg.Connection, batch: _Batch) -> None:

@@ -102,7 +102,6 @@ class FeedStats:
     venue_errors: int = 0
     last_error: str = ""
     connected: bool = False
-    last_message_ns: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -219,20 +219,12 @@ class SyntheticFeed:
         return bid_changes, ask_changes
 
 
-@dataclass(frozen=True, slots=True)
-class TapeMessage:
-    """One recorded message: when it was received and its exact bytes."""
-
-    received_ns: int
-    payload: bytes
-
-
 class RecordedTape:
     """A venue recording, replayed from its start to every connection that opens."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.messages = [TapeMessage(m.received_ns, m.payload) for m in iter_messages(self.path)]
+        self.messages = list(iter_messages(self.path))
         if not self.messages:
             raise ValueError(f"no messages in recording {self.path}")
 

@@ -81,8 +81,10 @@ async def _stored(url: str) -> dict[str, int]:
     conn = await asyncpg.connect(url)
     try:
         out = {
-            t: int(await conn.fetchval(f"SELECT count(*) FROM {t}"))  # noqa: S608 - fixed names
-            for t in ("trades", "bars", "book_snapshots", "features")
+            "trades": int(await conn.fetchval("SELECT count(*) FROM trades")),
+            "bars": int(await conn.fetchval("SELECT count(*) FROM bars")),
+            "book_snapshots": int(await conn.fetchval("SELECT count(*) FROM book_snapshots")),
+            "features": int(await conn.fetchval("SELECT count(*) FROM features")),
         }
         out["duplicate_trades"] = int(await conn.fetchval(
             "SELECT count(*) FROM (SELECT 1 FROM trades GROUP BY venue, symbol, trade_id HAVING count(*) > 1) d"
