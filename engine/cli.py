@@ -8,6 +8,9 @@
         --binance-rest-url http://127.0.0.1:8765
     python -m engine replay --symbols 50 --speed 10 --faults drop=100@book,close=5000
     python -m engine replay --coinbase-recording PATH --speed 0
+    python -m engine run --replay 20 --bar-seconds 1 --duration 60      # paper trading, synthetic market
+    python -m engine backtest --bar-seconds 1 --account bt1              # the same code over stored trades
+    python -m engine status --account paper
 
 PostgreSQL and Redis come from ``DATABASE_URL``/``REDIS_URL`` or the embedded servers
 under ``RRR_HOME`` (started when needed).
@@ -17,17 +20,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
-from engine.errors import EngineError
+from engine.errors import ConfigError, EngineError
 from engine.feeds import binance, coinbase
 from engine.record import RecordOptions, RecordSummary, record
 from engine.replay.faults import parse_faults
 from engine.replay.market import RecordedTape, SyntheticFeed
 from engine.replay.server import ReplayExchange
+from engine.trade import BacktestOptions, TradeSummary, TradingOptions, account_status, backtest, run_trading
+from engine.trading.execution import PaperCosts
+from engine.trading.risk import RiskLimits
+from engine.trading.strategy import StrategyParams
 from feature_store.config import FeatureStoreSettings
 from feature_store.errors import FeatureStoreError
 from feature_store.features.catalog import FEATURE_SETS
@@ -60,12 +70,7 @@ def _symbols(text: str) -> list[str]:
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="The RRRalgorithms trading engine.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every connection event")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    rec = sub.add_parser("record", help="stream venues into Redis (features) and PostgreSQL (trades, bars, books)")
+def _stream_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument(
         "--venue", action="append", choices=["coinbase", "binance"], help="venue (repeatable; default coinbase)"
     )
@@ -99,6 +104,98 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--no-database", action="store_true", help="do not record to PostgreSQL")
     rec.add_argument("--quiet", action="store_true", help="no progress line")
 
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _trading_arguments(p: argparse.ArgumentParser) -> None:
+    limits, costs, params = RiskLimits(), PaperCosts(), StrategyParams()
+    p.add_argument("--account", default="paper", help="account name (state is kept per account; default paper)")
+    p.add_argument("--initial-cash", type=_decimal, default=Decimal(1_000_000), help="cash of a new account")
+    p.add_argument("--serving-url", default=None, help="model service (default RRR_SERVING_URL or :3000)")
+    p.add_argument("--model-timeout", type=_positive_float, default=0.5, help="seconds per forecast call")
+    p.add_argument("--order-ttl", type=_positive_float, default=5.0, help="seconds an order may wait for fills")
+    p.add_argument("--grace", type=_positive_float, default=0.25, help="seconds late trades may still join a bar")
+    p.add_argument("--max-position-notional", type=_decimal, default=limits.max_position_notional)
+    p.add_argument("--max-gross-notional", type=_decimal, default=limits.max_gross_notional)
+    p.add_argument("--max-orders-per-s", type=int, default=limits.max_orders_per_s)
+    p.add_argument("--price-band", type=_decimal, default=limits.price_band, help="fraction from the last trade")
+    p.add_argument("--max-var", type=_decimal, default=limits.max_var_fraction, help="portfolio VaR99 / equity")
+    p.add_argument("--max-data-age", type=_positive_float, default=limits.max_data_age_s, help="seconds")
+    p.add_argument("--max-drawdown", type=_decimal, default=limits.max_drawdown, help="kill switch, a fraction")
+    p.add_argument("--fee-bps", type=_decimal, default=costs.taker_fee_bps, help="paper taker fee")
+    p.add_argument("--maker-fee-bps", type=_decimal, default=costs.maker_fee_bps, help="paper maker fee")
+    p.add_argument("--slippage-bps", type=_decimal, default=costs.slippage_bps, help="paper slippage")
+    p.add_argument("--participation", type=_decimal, default=costs.participation, help="share of a trade a fill takes")
+    p.add_argument("--risk-per-symbol", type=_positive_float, default=params.risk_per_symbol)
+    p.add_argument("--entry-z", type=_positive_float, default=params.entry_z)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _trading_options(args: argparse.Namespace) -> TradingOptions:
+    try:
+        return TradingOptions(
+            account=args.account,
+            initial_cash=args.initial_cash,
+            serving_url=args.serving_url,
+            model_timeout_s=args.model_timeout,
+            order_ttl_s=args.order_ttl,
+            grace_s=args.grace,
+            limits=RiskLimits(
+                max_position_notional=args.max_position_notional,
+                max_gross_notional=args.max_gross_notional,
+                max_orders_per_s=args.max_orders_per_s,
+                price_band=args.price_band,
+                max_var_fraction=args.max_var,
+                max_data_age_s=args.max_data_age,
+                max_drawdown=args.max_drawdown,
+            ),
+            costs=PaperCosts(
+                taker_fee_bps=args.fee_bps,
+                maker_fee_bps=args.maker_fee_bps,
+                slippage_bps=args.slippage_bps,
+                participation=args.participation,
+            ),
+            params=StrategyParams(risk_per_symbol=args.risk_per_symbol, entry_z=args.entry_z),
+            news=getattr(args, "news", None),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="The RRRalgorithms trading engine.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every connection event")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rec = sub.add_parser("record", help="stream venues into Redis (features) and PostgreSQL (trades, bars, books)")
+    _stream_arguments(rec)
+
+    run = sub.add_parser("run", help="trade on paper: stream venues (or --replay N), decide at each bar, store it all")
+    _stream_arguments(run)
+    _trading_arguments(run)
+    run.add_argument("--news", type=Path, default=None, help="JSON-lines headlines file to follow and score")
+
+    bt = sub.add_parser("backtest", help="the same trading code over stored trades, with a simulated clock")
+    bt.add_argument("--symbols", type=_symbols, default=[], help="comma-separated symbols (default: all stored)")
+    bt.add_argument("--venue", default=None, help="only trades of this venue")
+    bt.add_argument("--start-ns", type=int, default=None, help="first trade time, epoch ns (default: the first stored)")
+    bt.add_argument("--end-ns", type=int, default=None, help="last trade time, epoch ns (default: the last stored)")
+    bt.add_argument("--bar-seconds", type=int, default=60, help="bar length in seconds (default 60)")
+    _trading_arguments(bt)
+
+    st = sub.add_parser("status", help="an account from the database: positions, PnL, open orders, last decisions")
+    st.add_argument("--account", default="paper")
+    st.add_argument("--decisions", type=int, default=10, help="how many recent decisions to show")
+    st.add_argument("--json", action="store_true", help="print JSON")
+
     rep = sub.add_parser("replay", help="run the local replay exchange (Coinbase and Binance protocols)")
     rep.add_argument("--symbols", type=int, default=20, help="synthetic symbols (default 20)")
     rep.add_argument("--trades-per-s", type=_positive_float, default=2.0, help="trades per symbol per market second")
@@ -123,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "record":
             return asyncio.run(_record(args))
+        if args.command == "run":
+            return asyncio.run(_run(args))
+        if args.command == "backtest":
+            return asyncio.run(_backtest(args))
+        if args.command == "status":
+            return asyncio.run(_status(args))
         return asyncio.run(_replay(args))
     except (EngineError, FeatureStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -131,19 +234,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-async def _record(args: argparse.Namespace) -> int:
+def _record_options(args: argparse.Namespace, settings: FeatureStoreSettings) -> RecordOptions:
     if not args.symbols and not args.replay:
-        raise EngineError("record needs --symbols (or --replay N for the local synthetic market)")
+        raise EngineError(f"{args.command} needs --symbols (or --replay N for the local synthetic market)")
     unknown = [name for name in args.feature_sets if name not in FEATURE_SETS]
     if unknown:
         raise EngineError(f"unknown feature set(s) {unknown}; known: {sorted(FEATURE_SETS)}")
     if args.bar_seconds <= 0:
         raise EngineError(f"--bar-seconds must be > 0, got {args.bar_seconds}")
-    settings = FeatureStoreSettings.from_env()
-    from feature_store.services import resolve_service_urls
-
-    urls = await asyncio.to_thread(resolve_service_urls, settings)
-    options = RecordOptions(
+    return RecordOptions(
         venues=args.venue or ["coinbase"],
         symbols=args.symbols,
         coinbase_url=args.coinbase_url,
@@ -164,6 +263,18 @@ async def _record(args: argparse.Namespace) -> int:
         database=not args.no_database,
         spool_dir=settings.home / "spool",
     )
+
+
+async def _urls(settings: FeatureStoreSettings) -> Any:
+    from feature_store.services import resolve_service_urls
+
+    return await asyncio.to_thread(resolve_service_urls, settings)
+
+
+async def _record(args: argparse.Namespace) -> int:
+    settings = FeatureStoreSettings.from_env()
+    options = _record_options(args, settings)
+    urls = await _urls(settings)
     interactive = sys.stderr.isatty() and not args.quiet
 
     def progress(summary: RecordSummary) -> None:
@@ -181,6 +292,91 @@ async def _record(args: argparse.Namespace) -> int:
     if interactive:
         print(file=sys.stderr)
     print("\n".join(summary.lines()))
+    return 0
+
+
+def _print_progress(args: argparse.Namespace, line: str) -> None:
+    if getattr(args, "quiet", False):
+        return
+    interactive = sys.stderr.isatty()
+    print(("\r" + line) if interactive else line, end="" if interactive else "\n", file=sys.stderr, flush=True)
+
+
+def _print_summary(args: argparse.Namespace, summary: TradeSummary) -> None:
+    if sys.stderr.isatty() and not getattr(args, "quiet", False):
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        print("\n".join(summary.lines()))
+
+
+def _trade_progress(args: argparse.Namespace) -> Any:
+    def progress(s: TradeSummary) -> None:
+        _print_progress(
+            args,
+            f"[{s.seconds:6.1f}s] trades {s.trades} bars {s.bars} orders {s.orders} fills {s.fills} "
+            f"denials {sum(s.denials.values())} PnL {s.pnl:.2f}",
+        )
+
+    return progress
+
+
+async def _run(args: argparse.Namespace) -> int:
+    settings = FeatureStoreSettings.from_env()
+    record_options = _record_options(args, settings)
+    if not record_options.database:
+        raise EngineError("run stores every order before sending it: it needs PostgreSQL (drop --no-database)")
+    options = _trading_options(args)
+    urls = await _urls(settings)
+    summary = await run_trading(
+        record_options,
+        options,
+        database_url=urls.database_url,
+        redis_url=urls.redis_url if record_options.online else None,
+        progress=_trade_progress(args),
+    )
+    _print_summary(args, summary)
+    return 0
+
+
+async def _backtest(args: argparse.Namespace) -> int:
+    if args.bar_seconds <= 0:
+        raise EngineError(f"--bar-seconds must be > 0, got {args.bar_seconds}")
+    options = _trading_options(args)
+    urls = await _urls(FeatureStoreSettings.from_env())
+    data = BacktestOptions(
+        symbols=args.symbols, venue=args.venue, start_ns=args.start_ns, end_ns=args.end_ns, bar_seconds=args.bar_seconds
+    )
+    summary = await backtest(
+        data, options, database_url=urls.database_url, redis_url=urls.redis_url, progress=_trade_progress(args)
+    )
+    _print_summary(args, summary)
+    return 0
+
+
+async def _status(args: argparse.Namespace) -> int:
+    urls = await _urls(FeatureStoreSettings.from_env())
+    status = await account_status(urls.database_url, args.account, decisions=args.decisions)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    print(f"account {status['account']}: equity {status['equity']}", end=" ")
+    print(f"(PnL {status['pnl']}, realized {status['realized_pnl']})")
+    print(f"  cash {status['cash']} of {status['initial_cash']}; kill switch: {status['kill_switch'] or 'not tripped'}")
+    print(f"  positions ({len(status['positions'])}):")
+    for p in status["positions"]:
+        print(f"    {p['symbol']:<12} {p['quantity']:>16} @ {p['average_price']} (mark {p['mark']})")
+    print(f"  open orders ({len(status['open_orders'])}):")
+    for o in status["open_orders"]:
+        print(f"    {o['client_order_id']} {o['side']} {o['quantity']} filled {o['filled']} [{o['status']}]")
+    print("  last decisions:")
+    for d in status["last_decisions"]:
+        models = ", ".join(f"{k}={v}" for k, v in sorted(d["model_versions"].items()))
+        print(f"    {d['ts_ns']} {d['symbol']:<12} {d['action']:<6} target {d['target_position']}", end=" ")
+        print(f"[{models}] {d['reason']}")
+    for e in status["risk_events"]:
+        print(f"  risk event {e['ts_ns']} {e['kind']} {e['symbol']}: {e['reason']}")
     return 0
 
 

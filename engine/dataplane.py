@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from engine.feeds.book import OrderBook
@@ -74,6 +74,11 @@ class DataPlane:
         grace_s: how long after an interval's end trades may still arrive for it.
         book_every_s: record each book at most this often (0: never).
         book_depth: levels per side in a recorded snapshot.
+        on_close: awaited after each interval is closed and its features are online, with
+            the interval's start, its bars, the feature steps and the monotonic time at
+            which the close began (the trading plane decides there).
+        wall_clock: advance the venue clock with the local clock while the market is quiet
+            (live). A backtest turns it off: only the data moves its clock.
     """
 
     def __init__(
@@ -87,6 +92,8 @@ class DataPlane:
         grace_s: float = 0.25,
         book_every_s: float = 1.0,
         book_depth: int = 10,
+        on_close: Callable[[int, list[Bar], list[FeatureStep], float], Awaitable[None]] | None = None,
+        wall_clock: bool = True,
     ) -> None:
         if bar_seconds <= 0:
             raise ValueError(f"bar_seconds must be > 0, got {bar_seconds}")
@@ -111,6 +118,9 @@ class DataPlane:
         # Older intervals than the store's window would be refused anyway.
         self._unwritten: deque[list[FeatureStep]] = deque(maxlen=online.layout.window if online else 1)
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.on_close = on_close
+        self.wall_clock = wall_clock
         self.last_steps: list[FeatureStep] = []
 
     # --- FeedSink -------------------------------------------------------------------------
@@ -148,6 +158,12 @@ class DataPlane:
     def on_quote(self, quote: Quote) -> None:
         return None
 
+    def add_news(self, ts_ns: int, symbols: Sequence[str], score: float) -> None:
+        """A scored headline: it counts in the sentiment features of the interval it falls in."""
+        for fs, online in zip(self.feature_sets, self.features, strict=True):
+            if fs.name == "sentiment":
+                online.add_news(ts_ns, symbols, score)
+
     def on_time(self, venue: str, ts_ns: int) -> None:
         if ts_ns > self._clock_ns:
             self._clock_ns = ts_ns
@@ -157,9 +173,15 @@ class DataPlane:
 
     def clock_ns(self) -> int:
         """The venue clock: the latest venue time seen, advanced by the local clock since."""
-        if not self._clock_ns:
-            return 0
+        if not self._clock_ns or not self.wall_clock:
+            return self._clock_ns
         return self._clock_ns + int((time.monotonic() - self._clock_seen) * NS_PER_S)
+
+    def next_close_ns(self) -> int | None:
+        """The venue time at which the next interval closes (None before the first trade)."""
+        if self._closed_until is None:
+            return None
+        return self._closed_until + self.interval_ns + self.grace_ns
 
     def due(self) -> int | None:
         """The start of the next interval to close, if its time has come."""
@@ -169,19 +191,25 @@ class DataPlane:
             return self._closed_until
         return None
 
+    def wake(self) -> None:
+        """Check for a due interval now rather than at the next tick."""
+        self._wake.set()
+
     async def run(self, tick_s: float | None = None) -> None:
         """Close intervals as their time comes, until :meth:`stop`."""
         tick = tick_s if tick_s is not None else min(0.05, self.bar_seconds / 20)
         while not self._stopping.is_set():
             start = self.due()
             if start is None:
+                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=tick)
+                    await asyncio.wait_for(self._wake.wait(), timeout=tick)
                 continue
             await self.close_interval(start)
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
 
     async def close_interval(self, start_ns: int) -> list[FeatureStep]:
         """Close ``[start_ns, start_ns + bar)``: bars, features, Redis, recording."""
@@ -215,6 +243,8 @@ class DataPlane:
                 now = time.monotonic()
                 self.stats.close_to_online_s.append(now - decided)
                 self.stats.interval_end_to_online_s.append(max(0.0, (self.clock_ns() - end) / NS_PER_S))
+        if self.on_close is not None:
+            await self.on_close(start_ns, bars, steps, decided)
         return steps
 
     async def _write_online(self) -> None:

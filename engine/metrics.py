@@ -12,12 +12,21 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from engine.dataplane import DataPlane
 from engine.feeds.client import FeedClient
+from engine.latency import LatencyHistogram
 from engine.recorder import Recorder
+from engine.trading.breaker import STATE_CODES
+from engine.trading.trader import Trader
 
 __all__ = ["EngineCollector", "MetricsServer"]
 
@@ -54,10 +63,17 @@ _PLANE_COUNTERS = {
 class EngineCollector(Collector):
     """Reads the engine components' counters at scrape time."""
 
-    def __init__(self, feeds: Iterable[FeedClient], plane: DataPlane | None, recorder: Recorder | None) -> None:
+    def __init__(
+        self,
+        feeds: Iterable[FeedClient],
+        plane: DataPlane | None,
+        recorder: Recorder | None,
+        trader: Trader | None = None,
+    ) -> None:
         self.feeds = list(feeds)
         self.plane = plane
         self.recorder = recorder
+        self.trader = trader
 
     def collect(self) -> Iterator[Metric]:
         for name, doc in _FEED_COUNTERS.items():
@@ -73,6 +89,56 @@ class EngineCollector(Collector):
             yield from self._plane(self.plane)
         if self.recorder is not None:
             yield from self._recorder(self.recorder)
+        if self.trader is not None:
+            yield from self._trader(self.trader)
+
+    def _trader(self, trader: Trader) -> Iterator[Metric]:
+        core, s = trader.core, trader.stats
+        yield _histogram(
+            "rrr_engine_tick_to_decision_seconds",
+            "from the tick that closed a bar to its orders sent",
+            s.tick_to_decision_s,
+        )
+        yield _histogram("rrr_engine_model_call_seconds", "one batched forecast call", s.model_call_s)
+        yield _histogram("rrr_engine_order_store_seconds", "storing a bar's orders before sending", s.order_store_s)
+        for name, doc, value in (
+            ("decisions", "symbol decisions made", core.stats.decisions),
+            ("orders", "orders sent", core.stats.orders),
+            ("fills", "fills", core.stats.fills),
+            ("cancels", "orders cancelled (replaced or expired)", core.stats.cancels),
+            ("bars_without_model", "bars without forecasts (model service away)", core.stats.bars_without_model),
+            ("model_calls", "forecast calls", s.model_calls),
+            ("model_failures", "failed forecast calls", s.model_failures),
+            ("risk_failures", "failed portfolio risk calls", s.risk_failures),
+            ("journal_failures", "failed trading-record writes", s.journal_failures),
+            ("news_scored", "headlines scored", s.news_scored),
+        ):
+            yield CounterMetricFamily(f"rrr_engine_{name}", doc, value=value)
+        denials = CounterMetricFamily("rrr_engine_denials", "orders denied by pre-trade risk", labels=["check"])
+        for check, n in sorted(core.stats.denials_by_check.items()):
+            denials.add_metric([check], n)
+        yield denials
+        portfolio = core.portfolio
+        equity = portfolio.equity()
+        drawdown = (portfolio.peak_equity - equity) / portfolio.peak_equity if portfolio.peak_equity > 0 else 0
+        gauges: tuple[tuple[str, str, float], ...] = (
+            ("equity", "cash plus positions at their marks", float(equity)),
+            ("pnl", "equity minus initial cash", float(equity - portfolio.initial_cash)),
+            ("realized_pnl", "realized PnL net of fees", float(portfolio.realized_pnl())),
+            ("gross_notional", "sum of absolute position notionals", float(portfolio.gross_notional())),
+            ("drawdown", "fraction below the equity peak", float(max(drawdown, 0))),
+            ("open_orders", "open orders", len(core.orders)),
+            ("kill_switch", "1 when the drawdown kill switch has tripped", 1.0 if core.risk.killed else 0.0),
+            ("var99", "portfolio VaR(99%) from the risk model", float(core.risk.var99 or 0)),
+            ("journal_backlog", "trading records waiting to be written", len(core.journal)),
+            (
+                "circuit_breaker_state",
+                "model-service breaker: 0 closed, 1 half-open, 2 open",
+                STATE_CODES[trader.breaker.state] if trader.breaker else 0,
+            ),
+        )
+        for name, doc, level in gauges:
+            yield GaugeMetricFamily(f"rrr_engine_{name}", doc, value=level)
 
     def _plane(self, plane: DataPlane) -> Iterator[Metric]:
         s = plane.stats
@@ -104,6 +170,10 @@ class EngineCollector(Collector):
 def _summary(name: str, doc: str, samples: Any) -> SummaryMetricFamily:
     values = list(samples)
     return SummaryMetricFamily(name, doc, count_value=len(values), sum_value=float(sum(values)))
+
+
+def _histogram(name: str, doc: str, hist: LatencyHistogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=hist.cumulative(), sum_value=hist.sum)
 
 
 class MetricsServer:

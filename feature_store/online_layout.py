@@ -41,7 +41,20 @@ from feature_store.features.registry import FeatureSet
 from feature_store.records import NS_PER_S
 from feature_store.stores import FeatureVectors, FeatureWindows
 
-__all__ = ["LayoutReads", "OnlineLayout"]
+__all__ = ["LayoutReads", "OnlineLayout", "check_namespace"]
+
+_NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,47}$")
+
+
+def check_namespace(namespace: str) -> str:
+    """``namespace`` if it is a valid online-store namespace, else a ValueError naming the rule."""
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ValueError(
+            f"namespace {namespace!r} is invalid: use 1-48 lowercase letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return namespace
+
 
 _MAGIC = b"RRRF"
 _FORMAT = 1
@@ -71,6 +84,11 @@ class OnlineLayout:
             raise ValueError(f"window must be 1..4096 bars, got {self.window}")
         if not self.ttl_s > 0:
             raise ValueError(f"ttl_s must be > 0, got {self.ttl_s}")
+
+    def in_namespace(self, namespace: str) -> OnlineLayout:
+        """The same layout under ``{prefix}:ns:{namespace}``: a separate store beside the live one
+        (a backtest writes its features there without touching the live keys)."""
+        return OnlineLayout(f"{self.prefix}:ns:{check_namespace(namespace)}", self.window, self.ttl_s)
 
     # --- keys and bytes -------------------------------------------------------------------
 

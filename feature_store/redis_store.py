@@ -79,6 +79,28 @@ class RedisOnlineStore(LayoutReads):
         """Close the client's connections."""
         self._client.close()
 
+    def in_namespace(self, namespace: str) -> RedisOnlineStore:
+        """The same server under ``namespace`` (see :meth:`OnlineLayout.in_namespace`), sharing the client."""
+        return RedisOnlineStore(self._client, self.layout.in_namespace(namespace))
+
+    def clear_namespace(self) -> int:
+        """Delete every key of this namespaced store; return how many. Refused on a live prefix."""
+        if ":ns:" not in self.layout.prefix:
+            raise ValueError(f"refusing to clear {self.layout.prefix!r}: only a namespaced store can be cleared")
+        deleted = 0
+        try:
+            batch: list[bytes] = []
+            for key in self._client.scan_iter(match=f"{self.layout.prefix}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += int(self._client.delete(*batch))
+                    batch = []
+            if batch:
+                deleted += int(self._client.delete(*batch))
+        except redis.RedisError as exc:
+            raise StorageError(f"clearing online namespace {self.layout.prefix!r} failed: {exc}") from exc
+        return deleted
+
     def write_latest(self, feature_set: FeatureSet, ts_ns: int, symbols: Sequence[str], values: npt.ArrayLike) -> int:
         """See :meth:`feature_store.stores.OnlineStore.write_latest`."""
         call = self._script_call(feature_set, ts_ns, symbols, values)

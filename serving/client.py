@@ -155,9 +155,15 @@ class ModelClient:
         feature_sets: Mapping[str, str] | None = None,
         max_age_s: float | None = None,
         partial: bool = False,
+        namespace: str | None = None,
     ) -> dict[str, Any]:
-        """Forecasts of every symbol from the online store: one call for all of them."""
+        """Forecasts of every symbol from the online store: one call for all of them.
+
+        ``namespace`` reads a namespaced online store (a backtest's) instead of the live one.
+        """
         payload: dict[str, Any] = {"symbols": list(symbols), "ts_ns": ts_ns, "partial": partial}
+        if namespace is not None:
+            payload["namespace"] = namespace
         if feature_sets:
             payload["feature_sets"] = dict(feature_sets)
         if max_age_s is not None:
@@ -186,9 +192,12 @@ class ModelClient:
         ts_ns: int | None = None,
         *,
         returns: Mapping[str, Sequence[float]] | None = None,
+        namespace: str | None = None,
     ) -> dict[str, Any]:
         """Next-period volatility, VaR(99%) and ES(97.5%) per symbol."""
         payload: dict[str, Any] = {"symbols": list(symbols), "ts_ns": ts_ns}
+        if namespace is not None:
+            payload["namespace"] = namespace
         if returns is not None:
             payload["returns"] = {k: list(v) for k, v in returns.items()}
         result: dict[str, Any] = await self.call("risk", payload)
@@ -200,9 +209,12 @@ class ModelClient:
         ts_ns: int | None = None,
         *,
         returns: Mapping[str, Sequence[float]] | None = None,
+        namespace: str | None = None,
     ) -> dict[str, Any]:
         """Portfolio VaR, ES, volatility and stress losses of ``positions`` (notional per symbol)."""
         payload: dict[str, Any] = {"positions": dict(positions), "ts_ns": ts_ns}
+        if namespace is not None:
+            payload["namespace"] = namespace
         if returns is not None:
             payload["returns"] = {k: list(v) for k, v in returns.items()}
         result: dict[str, Any] = await self.call("portfolio_risk", payload)

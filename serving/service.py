@@ -191,6 +191,7 @@ class ModelService:
         self.slots.watch(SETTINGS.poll_s)
         self.online_store: Any = None
         self.online_lock = threading.Lock()
+        self.namespaced: dict[str, Any] = {}
         gc.freeze()  # the loaded models are long-lived: keep them out of every collection
 
     async def __is_ready__(self) -> bool:
@@ -204,7 +205,22 @@ class ModelService:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _online(self) -> Any:
+    def _online(self, namespace: str | None = None) -> Any:
+        if namespace is not None:
+            from feature_store.online_layout import check_namespace
+
+            try:
+                check_namespace(namespace)
+            except ValueError as exc:
+                raise BadInputError(str(exc)) from exc
+            base = self._online()
+            with self.online_lock:
+                store = self.namespaced.get(namespace)
+                if store is None:
+                    if len(self.namespaced) > 64:
+                        self.namespaced.clear()
+                    store = self.namespaced[namespace] = base.in_namespace(namespace)
+                return store
         with self.online_lock:
             if self.online_store is None:
                 from feature_store.config import FeatureStoreSettings
@@ -245,15 +261,19 @@ class ModelService:
         feature_sets: dict[str, str] | None = None,
         max_age_s: float | None = None,
         partial: bool = False,
+        namespace: str | None = None,
     ) -> dict[str, Any]:  # sent as the dict, encoded with orjson (see _json)
-        """Forecast each symbol's forward return from its windows in the online store."""
+        """Forecast each symbol's forward return from its windows in the online store.
+
+        ``namespace`` reads a namespaced online store (a backtest's) instead of the live one.
+        """
         from feature_store.errors import StorageError
 
         try:
             served = self.slots.get("price")
             result = runtime.forecast_online(
                 served,
-                self._online(),
+                self._online(namespace),
                 symbols,
                 ts_ns,
                 claimed_versions=feature_sets,
@@ -323,7 +343,9 @@ class ModelService:
             for s, p in zip(scores, probs, strict=True)
         ]
 
-    def _history(self, api: str, symbols: list[str], ts_ns: int | None, returns: Returns | None) -> Any:
+    def _history(
+        self, api: str, symbols: list[str], ts_ns: int | None, returns: Returns | None, namespace: str | None = None
+    ) -> Any:
         from feature_store.errors import StorageError
 
         served = self.slots.get("risk")
@@ -332,7 +354,7 @@ class ModelService:
         if not symbols:
             raise BadInputError("name the symbols (and ts_ns) or send their returns")
         try:
-            history = runtime.risk_history(served, self._online(), symbols, ts_ns)
+            history = runtime.risk_history(served, self._online(namespace), symbols, ts_ns)
         except (StorageError, OSError) as exc:
             raise self._store_failure(api, exc) from exc
         from feature_store.features.catalog import RISK
@@ -345,10 +367,11 @@ class ModelService:
         symbols: Annotated[list[Symbol], Field(max_length=SETTINGS.max_symbols)] = [],  # noqa: B006
         ts_ns: int | None = None,
         returns: Returns | None = None,
+        namespace: str | None = None,
     ) -> dict[str, Any]:
         """Next-period volatility, VaR(99%) and ES(97.5%) per symbol (fractions of the position)."""
         try:
-            served, history, version = self._history("risk", symbols, ts_ns, returns)
+            served, history, version = self._history("risk", symbols, ts_ns, returns, namespace)
             result = runtime.symbol_risk(served, history)
         except (RequestError, ModelUnavailableError) as exc:
             raise self._fail("risk", exc) from exc
@@ -367,10 +390,11 @@ class ModelService:
         positions: Annotated[dict[Symbol, float], Field(min_length=1, max_length=SETTINGS.max_symbols)],
         ts_ns: int | None = None,
         returns: Returns | None = None,
+        namespace: str | None = None,
     ) -> dict[str, Any]:
         """VaR(99%), ES(97.5%), volatility and stress losses of a portfolio (notional per symbol)."""
         try:
-            served, history, version = self._history("portfolio_risk", list(positions), ts_ns, returns)
+            served, history, version = self._history("portfolio_risk", list(positions), ts_ns, returns, namespace)
             per_symbol, total = runtime.portfolio_risk(served, positions, history)
         except (RequestError, ModelUnavailableError) as exc:
             raise self._fail("portfolio_risk", exc) from exc

@@ -1,0 +1,358 @@
+"""The asynchronous shell around :class:`~engine.trading.core.TradingCore`, live and backtest.
+
+:class:`Trader` is the feeds' sink (it passes everything on to the data plane) and the data
+plane's ``on_close`` hook. At each close it makes one batched call to the model service for
+every symbol that closed or is held, lets the core decide, stores the new orders, then sends
+them, and asks the risk model for the VaR of the portfolio the orders aim at.
+
+Venue time keeps the two modes identical: a bar ``[t, t + bar)`` is decided at
+``t + bar + grace``. A trade at or after that instant that arrives before the decision is
+held and given to the core (and its paper broker) only after the decision, as a backtest,
+which feeds trades in time order, does.
+
+The journal (fills, order states, decisions, risk events) is written to PostgreSQL in one
+transaction every ``flush_s`` live, and after every bar in a backtest (with a checkpoint that
+a resumed backtest starts from). While PostgreSQL is away the journal waits in memory; past
+``max_backlog`` entries no new risk is opened until it drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from engine.dataplane import DataPlane
+from engine.errors import EngineError
+from engine.feeds.book import OrderBook
+from engine.feeds.records import Quote
+from engine.latency import LatencyHistogram
+from engine.trading.breaker import CircuitBreaker
+from engine.trading.core import Forecasts, TradingCore
+from engine.trading.orders import Order
+from engine.trading.risk import RiskEvent
+from engine.trading.store import AccountState, TradingStore
+from feature_store.errors import StorageError
+from feature_store.features.online import FeatureStep
+from feature_store.records import Bar, Trade
+from serving.client import ModelClient, RequestRejected, ServiceUnavailable
+
+__all__ = ["Trader", "TraderStats"]
+
+log = logging.getLogger("engine.trader")
+
+
+@dataclass
+class TraderStats:
+    """Counters and latency samples of the trading shell (exported as Prometheus metrics)."""
+
+    tick_to_decision_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    model_call_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    close_to_online_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    order_store_s: LatencyHistogram = field(default_factory=LatencyHistogram)
+    model_calls: int = 0
+    model_failures: int = 0
+    risk_calls: int = 0
+    risk_failures: int = 0
+    news_scored: int = 0
+    news_failures: int = 0
+    held_trades: int = 0
+    journal_writes: int = 0
+    journal_failures: int = 0
+    orders_unsent: int = 0
+    last_error: str = ""
+
+
+class Trader:
+    """See the module docstring.
+
+    Args:
+        core: the trading core.
+        store: the trading records (None: nothing is stored, for tests of the loop).
+        models: the model service client.
+        interval_ns, grace_ns: the data plane's bar length and grace.
+        namespace: the online-store namespace the service reads (a backtest's), or None.
+        breaker: the model-service circuit breaker (None: failures raise, as in a backtest).
+        flush_s: how often the journal is written when live.
+        max_backlog: journal entries waiting past which no new risk is opened.
+    """
+
+    def __init__(
+        self,
+        core: TradingCore,
+        store: TradingStore | None,
+        models: ModelClient,
+        *,
+        interval_ns: int,
+        grace_ns: int,
+        namespace: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        flush_s: float = 0.1,
+        max_backlog: int = 200_000,
+    ) -> None:
+        self.core = core
+        self.store = store
+        self.models = models
+        self.interval_ns = interval_ns
+        self.grace_ns = grace_ns
+        self.namespace = namespace
+        self.breaker = breaker
+        self.flush_s = flush_s
+        self.max_backlog = max_backlog
+        self.stats = TraderStats()
+        self.plane: DataPlane | None = None
+        self.catch_up_until_ns = 0  # trades before this only warm up (a resumed backtest)
+        self.catch_up_bar_ns = -1  # bars up to this one were decided before
+        self.horizon_bars = 0
+        self.model_versions: dict[str, str] = {}
+        self._held: deque[Trade] = deque()
+        self._closes: OrderedDict[int, dict[str, float]] = OrderedDict()
+        self._realized: list[tuple[int, str, float]] = []
+        self._stopping = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+
+    def attach(self, plane: DataPlane) -> None:
+        """Make ``plane`` call this trader at each close."""
+        self.plane = plane
+        plane.on_close = self.on_close
+
+    # --- FeedSink -------------------------------------------------------------------------
+
+    def on_trade(self, trade: Trade) -> None:
+        plane = self.plane
+        assert plane is not None, "attach a data plane first"
+        plane.on_trade(trade)
+        if trade.ts_ns < self.catch_up_until_ns:
+            self.core.on_trade(trade, match=False)
+            return
+        due = plane.next_close_ns()
+        if self._held or (due is not None and trade.ts_ns >= due):
+            self._held.append(trade)
+            self.stats.held_trades += 1
+            plane.wake()
+            return
+        self.core.on_trade(trade)
+
+    def on_book(self, venue: str, book: OrderBook) -> None:
+        assert self.plane is not None
+        self.plane.on_book(venue, book)
+
+    def on_quote(self, quote: Quote) -> None:
+        return None
+
+    def on_time(self, venue: str, ts_ns: int) -> None:
+        assert self.plane is not None
+        self.plane.on_time(venue, ts_ns)
+
+    def _release(self) -> None:
+        assert self.plane is not None
+        held, self._held = self._held, deque()
+        while held:
+            due = self.plane.next_close_ns()
+            if due is not None and held[0].ts_ns >= due:
+                self._held = held
+                self.plane.wake()
+                return
+            self.core.on_trade(held.popleft())
+
+    # --- restart --------------------------------------------------------------------------
+
+    def restore(self, state: AccountState) -> list[Order]:
+        """Take back the account's open orders and risk state; return orders never sent."""
+        state.restore_risk(self.core.risk)
+        return self.core.restore(state.open_orders)
+
+    async def send_unsent(self, orders: Sequence[Order]) -> None:
+        """Send orders stored before a crash but never sent (their ids are already stored)."""
+        self.core.submit(orders)
+
+    # --- the decision at each close -------------------------------------------------------
+
+    async def on_close(self, start_ns: int, bars: list[Bar], steps: list[FeatureStep], started: float) -> None:
+        stats, core = self.stats, self.core
+        now_ns = start_ns + self.interval_ns + self.grace_ns
+        closes = {b.symbol: b.close for b in bars}
+        stats.close_to_online_s.append(time.monotonic() - started)
+        self._record_closes(start_ns, closes)
+        try:
+            if start_ns <= self.catch_up_bar_ns:
+                for symbol, close in closes.items():
+                    core.portfolio.mark(symbol, _decimal(close))
+                return
+            held = set(core.portfolio.open_positions()) | {o.symbol for o in core.orders.values()}
+            symbols = sorted(set(closes) | held)
+            forecasts = await self._forecast(symbols, start_ns, now_ns) if symbols else None
+            orders = core.decide(start_ns, closes, forecasts, now_ns)
+            if orders:
+                await self._send(orders, now_ns)
+            stats.tick_to_decision_s.append(time.monotonic() - started)
+            targets = core.target_positions()
+        finally:
+            self._release()
+        await self._refresh_var(targets, start_ns)
+        if self.breaker is None and self.store is not None:
+            await self.flush(checkpoint=(start_ns, now_ns))
+
+    async def _forecast(self, symbols: list[str], start_ns: int, now_ns: int) -> Forecasts | None:
+        stats, risk, breaker = self.stats, self.core.risk, self.breaker
+        if breaker is not None and not breaker.allow():
+            risk.model_problem = f"model service unavailable (circuit breaker open: {breaker.last_error})"
+            return None
+        began = time.monotonic()
+        stats.model_calls += 1
+        try:
+            response = await self.models.forecast(symbols, ts_ns=start_ns, partial=True, namespace=self.namespace)
+            forecasts = Forecasts.from_response(response)
+        except (ServiceUnavailable, RequestRejected, KeyError, TypeError, ValueError) as exc:
+            stats.model_failures += 1
+            stats.last_error = f"forecast: {exc}"
+            if breaker is None:
+                raise EngineError(f"the model service failed at bar {start_ns}: {exc}") from exc
+            risk.model_problem = f"model service failed: {exc}"
+            if breaker.failure(str(exc)) == "open":
+                log.warning("model service circuit breaker open: %s", exc)
+                self.core.event(RiskEvent("", "*", now_ns, "breaker_open", str(exc)[:500]))
+            return None
+        stats.model_call_s.append(time.monotonic() - began)
+        risk.model_problem = None
+        if breaker is not None and breaker.success() == "closed":
+            log.warning("model service circuit breaker closed again")
+            self.core.event(RiskEvent("", "*", now_ns, "breaker_closed", "model service answered"))
+        self.horizon_bars = forecasts.horizon_bars
+        forecasts.models = {**self.model_versions, **forecasts.models}
+        return forecasts
+
+    async def _send(self, orders: list[Order], now_ns: int) -> None:
+        """Store the orders, then send those that were new."""
+        began = time.monotonic()
+        if self.store is None:
+            self.core.submit(orders)
+            return
+        try:
+            new = await self.store.insert_orders(orders)
+        except StorageError as exc:
+            self.stats.orders_unsent += len(orders)
+            self.stats.last_error = str(exc)
+            log.warning("%s", exc)
+            for order in orders:
+                self.core.event(
+                    RiskEvent(order.client_order_id, order.symbol, now_ns, "write_backlog", "order could not be stored")
+                )
+            return
+        self.stats.order_store_s.append(time.monotonic() - began)
+        self.core.submit([o for o in orders if o.client_order_id in new])
+
+    async def _refresh_var(self, targets: dict[str, Decimal], start_ns: int) -> None:
+        """The risk model's VaR(99%) of the portfolio the open orders aim at (used at the next bar)."""
+        risk = self.core.risk
+        if not targets:
+            risk.var99 = Decimal(0)
+            return
+        if self.breaker is not None and self.breaker.state == "open":
+            return
+        marks = self.core.portfolio.marks
+        notional = {s: float(q * marks[s]) for s, q in targets.items() if s in marks}
+        self.stats.risk_calls += 1
+        try:
+            response = await self.models.portfolio_risk(notional, ts_ns=start_ns, namespace=self.namespace)
+            var99 = float(response["var99"])
+        except (ServiceUnavailable, RequestRejected, KeyError, TypeError, ValueError) as exc:
+            self.stats.risk_failures += 1
+            self.stats.last_error = f"portfolio_risk: {exc}"
+            return  # the last known VaR stays in force
+        if math.isfinite(var99):
+            risk.var99 = _decimal(abs(var99))
+            self.model_versions.update({k: v for k, v in response.get("models", {}).items() if k == "risk"})
+
+    def _record_closes(self, start_ns: int, closes: dict[str, float]) -> None:
+        self._closes[start_ns] = closes
+        horizon = self.horizon_bars
+        while len(self._closes) > max(horizon, 1) + 2:
+            self._closes.popitem(last=False)
+        if not horizon:
+            return
+        base = self._closes.get(start_ns - horizon * self.interval_ns)
+        if base:
+            then = start_ns - horizon * self.interval_ns
+            self._realized.extend((then, s, math.log(c / base[s])) for s, c in closes.items() if s in base)
+
+    # --- news -----------------------------------------------------------------------------
+
+    async def score_news(self, items: Sequence[tuple[int, list[str], str]]) -> int:
+        """Score headlines with the sentiment model; they count from their publication time."""
+        if not items:
+            return 0
+        try:
+            scored = await self.models.sentiment([text for _, _, text in items])
+        except (ServiceUnavailable, RequestRejected) as exc:
+            self.stats.news_failures += len(items)
+            self.stats.last_error = f"sentiment: {exc}"
+            log.warning("headlines not scored: %s", exc)
+            return 0
+        for (ts_ns, symbols, _), result in zip(items, scored, strict=True):
+            score = float(result["score"])
+            self.core.add_news(ts_ns, symbols, score)
+            if self.plane is not None:
+                self.plane.add_news(ts_ns, symbols, score)
+            self.model_versions.update({k: v for k, v in result.get("models", {}).items() if k == "sentiment"})
+        self.stats.news_scored += len(items)
+        return len(items)
+
+    # --- writing the journal --------------------------------------------------------------
+
+    async def flush(self, checkpoint: tuple[int, int] | None = None) -> bool:
+        """Write the journal; True if written (False: kept for the next try)."""
+        if self.store is None:
+            self.core.journal.take()
+            return True
+        async with self._flush_lock:
+            core = self.core
+            if not len(core.journal) and not self._realized and checkpoint is None:
+                return True
+            journal = core.journal.take()
+            seq_start = core.portfolio.fills - len(journal.fills)
+            realized, self._realized = self._realized, []
+            try:
+                await self.store.write(
+                    journal,
+                    core.portfolio,
+                    core.risk,
+                    core.now_ns,
+                    checkpoint=checkpoint,
+                    realized=realized,
+                    fill_seq_start=seq_start,
+                )
+            except StorageError as exc:
+                core.journal.put_back(journal)
+                self._realized[:0] = realized
+                self.stats.journal_failures += 1
+                self.stats.last_error = str(exc)
+                core.risk.write_backlog = len(core.journal) > self.max_backlog
+                if self.breaker is None:
+                    raise
+                if self.stats.journal_failures <= 5 or self.stats.journal_failures % 100 == 0:
+                    log.warning("%s; %d journal entries wait", exc, len(core.journal))
+                return False
+            self.stats.journal_writes += 1
+            core.risk.write_backlog = False
+            return True
+
+    async def run_flusher(self) -> None:
+        """Write the journal every ``flush_s`` until :meth:`stop` (then once more)."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.flush_s)
+            await self.flush()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
+def _decimal(value: float) -> Decimal:
+    return Decimal(repr(value))
