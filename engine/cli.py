@@ -85,6 +85,11 @@ def _stream_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument("--trades-per-s", type=_positive_float, default=2.0, help="synthetic trades per symbol per second")
     rec.add_argument("--speed", type=_positive_float, default=1.0, help="replay speed (0: as fast as possible)")
     rec.add_argument("--faults", type=_faults, default="", help="replay fault switches, e.g. drop=100@book,close=500")
+    rec.add_argument(
+        "--market-clock",
+        action="store_true",
+        help="stamp replayed trades with market time (with --speed 60, a 1-minute bar closes every second)",
+    )
     rec.add_argument("--coinbase-url", default=coinbase.DEFAULT_URL)
     rec.add_argument("--binance-url", default=binance.DEFAULT_URL)
     rec.add_argument("--binance-rest-url", default=binance.DEFAULT_REST_URL)
@@ -136,6 +141,12 @@ def _trading_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--participation", type=_decimal, default=costs.participation, help="share of a trade a fill takes")
     p.add_argument("--risk-per-symbol", type=_positive_float, default=params.risk_per_symbol)
     p.add_argument("--entry-z", type=_positive_float, default=params.entry_z)
+    p.add_argument(
+        "--warmup-bars",
+        type=int,
+        default=800,
+        help="bars of history to warm the features up with (replay: from the synthetic market; else stored bars)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -165,6 +176,7 @@ def _trading_options(args: argparse.Namespace) -> TradingOptions:
             ),
             params=StrategyParams(risk_per_symbol=args.risk_per_symbol, entry_z=args.entry_z),
             news=getattr(args, "news", None),
+            warmup_bars=args.warmup_bars,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -251,6 +263,7 @@ def _record_options(args: argparse.Namespace, settings: FeatureStoreSettings) ->
         replay_symbols=args.replay,
         trades_per_s=args.trades_per_s or 2.0,
         speed=args.speed,
+        market_clock=args.market_clock,
         faults=args.faults,
         duration_s=args.duration,
         bar_seconds=args.bar_seconds,

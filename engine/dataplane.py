@@ -169,6 +169,34 @@ class DataPlane:
             self._clock_ns = ts_ns
             self._clock_seen = time.monotonic()
 
+    # --- warming up -----------------------------------------------------------------------
+
+    async def warm_up(self, bars: Sequence[Bar], *, record: bool = True) -> int:
+        """Step the features through past ``bars`` (the engine's start-up history) before any
+        trade; the last window of steps goes to Redis so that models can read full windows at
+        once. ``record`` stores the bars too (a backtest of this run warms up from them).
+        Returns the intervals stepped."""
+        by_start: dict[int, list[Bar]] = {}
+        for bar in bars:
+            if bar.interval_s != self.bar_seconds:
+                raise ValueError(
+                    f"warm-up bar of {bar.symbol} is {bar.interval_s} s long; the engine uses {self.bar_seconds} s bars"
+                )
+            by_start.setdefault(bar.start_ns, []).append(bar)
+        keep = self._unwritten.maxlen or 1
+        for start in sorted(by_start):
+            steps = [s for s in (online.update(start, by_start[start]) for online in self.features) if s is not None]
+            if self.recorder is not None and record:
+                for bar in by_start[start]:
+                    self.recorder.add_bar(bar)
+            if self.online is not None:
+                self._unwritten.append(steps)
+                if len(self._unwritten) >= keep:
+                    self._unwritten.popleft()
+        if self.online is not None:
+            await self._write_online()
+        return len(by_start)
+
     # --- closing intervals ----------------------------------------------------------------
 
     def clock_ns(self) -> int:

@@ -43,6 +43,7 @@ class RecordOptions:
     replay_symbols: int = 0
     trades_per_s: float = 2.0
     speed: float = 1.0
+    market_clock: bool = False
     faults: str = ""
     duration_s: float | None = None
     bar_seconds: int = 60
@@ -133,7 +134,9 @@ async def record(
     urls = {"coinbase": options.coinbase_url, "binance": options.binance_url, "rest": options.binance_rest_url}
     if options.replay_symbols:
         market = SyntheticFeed(options.replay_symbols, trades_per_s=options.trades_per_s, books=options.books)
-        exchange = await ReplayExchange(synthetic=market, speed=options.speed, faults=options.faults).start()
+        exchange = await ReplayExchange(
+            synthetic=market, speed=options.speed, faults=options.faults, market_clock=options.market_clock
+        ).start()
         symbols = list(market.symbols)
         urls = {"coinbase": exchange.coinbase_url, "binance": exchange.binance_url, "rest": exchange.rest_url}
     online = RedisOnlineStore.from_url(redis_url) if options.online and redis_url else None

@@ -42,7 +42,7 @@ from engine.trading.trader import Trader
 from feature_store.database import open_pool
 from feature_store.errors import StorageError
 from feature_store.features.catalog import FEATURE_SETS
-from feature_store.records import NS_PER_S, Trade
+from feature_store.records import NS_PER_S, Bar, Trade
 from feature_store.redis_store import RedisOnlineStore
 from serving.client import ModelClient, RequestRejected, ServiceUnavailable
 
@@ -69,12 +69,15 @@ class TradingOptions:
     costs: PaperCosts = field(default_factory=PaperCosts)
     params: StrategyParams = field(default_factory=StrategyParams)
     news: Path | None = None
+    warmup_bars: int = 800
 
     def __post_init__(self) -> None:
         if not _ACCOUNT.match(self.account):
             raise ConfigError(f"account {self.account!r} is invalid: 1-40 letters, digits, '_' or '-'")
         if self.initial_cash <= 0:
             raise ConfigError(f"initial cash must be > 0, got {self.initial_cash}")
+        if self.warmup_bars < 0:
+            raise ConfigError(f"warm-up bars must be >= 0, got {self.warmup_bars}")
         if self.model_timeout_s <= 0 or self.order_ttl_s <= 0 or self.grace_s < 0:
             raise ConfigError("model timeout and order TTL must be > 0 and grace >= 0")
 
@@ -268,7 +271,9 @@ async def run_trading(
         urls = {"coinbase": record.coinbase_url, "binance": record.binance_url, "rest": record.binance_rest_url}
         if record.replay_symbols:
             market = SyntheticFeed(record.replay_symbols, trades_per_s=record.trades_per_s, books=record.books)
-            exchange = await ReplayExchange(synthetic=market, speed=record.speed, faults=record.faults).start()
+            exchange = await ReplayExchange(
+                synthetic=market, speed=record.speed, faults=record.faults, market_clock=record.market_clock
+            ).start()
             symbols = list(market.symbols)
             urls = {"coinbase": exchange.coinbase_url, "binance": exchange.binance_url, "rest": exchange.rest_url}
         if not symbols:
@@ -286,6 +291,14 @@ async def run_trading(
             book_depth=record.book_depth,
         )
         trader.attach(plane)
+        now_interval = time.time_ns() // plane.interval_ns * plane.interval_ns
+        if record.replay_symbols and options.warmup_bars:
+            history = market.history(options.warmup_bars, record.bar_seconds, now_interval)
+        else:
+            history = await _stored_bars(pool, symbols, record.bar_seconds, now_interval, options.warmup_bars)
+        if options.warmup_bars:
+            warmed = await plane.warm_up(history, record=bool(record.replay_symbols))
+            log.warning("features warmed up with %d bars over %d intervals", len(history), warmed)
         feeds = [
             make_feed(v, symbols, trader, url=urls[v], rest_url=urls["rest"], books=record.books) for v in record.venues
         ]
@@ -343,6 +356,26 @@ async def run_trading(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _stored_bars(pool: asyncpg.Pool, symbols: list[str], bar_seconds: int, end_ns: int, bars: int) -> list[Bar]:
+    """The stored bars of ``symbols`` in the ``bars`` intervals before ``end_ns`` (warm-up history)."""
+    if bars <= 0:
+        return []
+    try:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT symbol, start_ns, interval_s, open, high, low, close, volume, buy_volume, vwap, trades "
+                "FROM bars WHERE interval_s = $1 AND symbol = ANY($2::text[]) AND start_ns >= $3 AND start_ns < $4 "
+                "ORDER BY start_ns, symbol",
+                bar_seconds,
+                symbols,
+                end_ns - bars * bar_seconds * NS_PER_S,
+                end_ns,
+            )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise StorageError(f"reading warm-up bars failed: {exc}") from exc
+    return [Bar(*r) for r in rows]
 
 
 async def _tail_news(path: Path, trader: Trader, stop: asyncio.Event, poll_s: float = 0.5) -> None:
@@ -483,6 +516,10 @@ async def backtest(
         )
         trader.attach(plane)
         interval_ns, grace_ns = plane.interval_ns, plane.grace_ns
+        first_interval = lo // interval_ns * interval_ns
+        await plane.warm_up(
+            await _stored_bars(pool, symbols, data.bar_seconds, first_interval, options.warmup_bars), record=False
+        )
         trades = 0
         last_progress = time.monotonic()
         async for trade in _stored_trades(pool, data, lo, hi):

@@ -193,9 +193,10 @@ class ModelClient:
         *,
         returns: Mapping[str, Sequence[float]] | None = None,
         namespace: str | None = None,
+        interval_s: int = 60,
     ) -> dict[str, Any]:
-        """Next-period volatility, VaR(99%) and ES(97.5%) per symbol."""
-        payload: dict[str, Any] = {"symbols": list(symbols), "ts_ns": ts_ns}
+        """Next-period volatility, VaR(99%) and ES(97.5%) per symbol (risk features on ``interval_s`` bars)."""
+        payload: dict[str, Any] = {"symbols": list(symbols), "ts_ns": ts_ns, "interval_s": interval_s}
         if namespace is not None:
             payload["namespace"] = namespace
         if returns is not None:
@@ -210,9 +211,10 @@ class ModelClient:
         *,
         returns: Mapping[str, Sequence[float]] | None = None,
         namespace: str | None = None,
+        interval_s: int = 60,
     ) -> dict[str, Any]:
         """Portfolio VaR, ES, volatility and stress losses of ``positions`` (notional per symbol)."""
-        payload: dict[str, Any] = {"positions": dict(positions), "ts_ns": ts_ns}
+        payload: dict[str, Any] = {"positions": dict(positions), "ts_ns": ts_ns, "interval_s": interval_s}
         if namespace is not None:
             payload["namespace"] = namespace
         if returns is not None:

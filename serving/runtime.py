@@ -278,10 +278,13 @@ def _make_plan(served: Served) -> _InputPlan:
     from feature_store.features.catalog import FEATURE_SETS
 
     sets, offsets, offset = [], {}, 0
+    # The bar length the model was trained on (the pipeline's models: one minute).
+    interval_s = int(served.metadata.get("interval_s", 60))
     for name, trained in served.feature_sets.items():
         fs = FEATURE_SETS.get(name)
         if fs is None:
             raise FeatureSkewError(f"{served.tag} reads feature set {name!r}, which this platform no longer defines")
+        fs = fs.with_interval(interval_s)
         if fs.version != trained:
             raise FeatureSkewError(
                 f"{served.tag} was trained on {name} features version {trained}; this platform computes "
@@ -471,13 +474,15 @@ class SymbolRisk:
 
 
 def risk_history(
-    served: Served, online: LayoutReads, symbols: Sequence[str], ts_ns: int | None
+    served: Served, online: LayoutReads, symbols: Sequence[str], ts_ns: int | None, interval_s: int = 60
 ) -> dict[str, np.ndarray]:
-    """Each symbol's recent returns (oldest first) from the risk set in the online store."""
+    """Each symbol's recent returns (oldest first) from the risk set (on ``interval_s`` bars) in the
+    online store."""
     from feature_store.errors import FeatureVersionError, MissingFeaturesError
     from feature_store.errors import StaleFeaturesError as StoreStale
-    from feature_store.features.catalog import RISK
+    from feature_store.features.catalog import RISK as RISK_SET
 
+    RISK = RISK_SET.with_interval(interval_s)
     try:
         read = online.read_windows(RISK, list(symbols), online.layout.window, as_of_ns=ts_ns)
     except FeatureVersionError as exc:

@@ -33,8 +33,9 @@ def _meta(name: str, score: float, **extra: Any) -> dict[str, Any]:
     }
 
 
-def save_price(seed: int = 0, score: float = 0.0) -> registry.ModelRecord:
-    """A price model with random signal coefficients (``seed``), reading today's feature versions."""
+def save_price(seed: int = 0, score: float = 0.0, interval_s: int = 60) -> registry.ModelRecord:
+    """A price model with random signal coefficients (``seed``), reading today's feature versions
+    computed on ``interval_s`` bars."""
     import torch
 
     from feature_store.features.catalog import PRICE, SENTIMENT
@@ -45,8 +46,12 @@ def save_price(seed: int = 0, score: float = 0.0) -> registry.ModelRecord:
     model = price.build_model(config)
     with torch.no_grad():
         model.coef.normal_(0.0, 0.05)
-    versions = {"price": PRICE.version, "sentiment": SENTIMENT.version}
-    return registry.save("price", model.state_dict(), config.to_json(), _meta("price", score, feature_sets=versions))
+    versions = {
+        "price": PRICE.with_interval(interval_s).version,
+        "sentiment": SENTIMENT.with_interval(interval_s).version,
+    }
+    meta = _meta("price", score, feature_sets=versions, interval_s=interval_s)
+    return registry.save("price", model.state_dict(), config.to_json(), meta)
 
 
 def save_sentiment(seed: int = 0, score: float = 0.0) -> registry.ModelRecord:
@@ -75,9 +80,9 @@ def save_risk(seed: int = 0, score: float = 1.0) -> registry.ModelRecord:
     return registry.save("risk", model.state_dict(), config.to_json(), _meta("risk", score))
 
 
-def seed(*, promote: bool = True) -> dict[str, str]:
-    """Save (and promote) one sample model of each kind; returns name -> tag."""
-    records = {"price": save_price(), "sentiment": save_sentiment(), "risk": save_risk()}
+def seed(*, promote: bool = True, interval_s: int = 60) -> dict[str, str]:
+    """Save (and promote) one sample model of each kind for ``interval_s`` bars; returns name -> tag."""
+    records = {"price": save_price(interval_s=interval_s), "sentiment": save_sentiment(), "risk": save_risk()}
     if promote:
         for record in records.values():
             registry.promote(record.tag)
@@ -87,8 +92,9 @@ def seed(*, promote: bool = True) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.sample_models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-promote", action="store_true", help="save them as candidates only")
+    parser.add_argument("--interval-s", type=int, default=60, help="bar length of the features they read")
     args = parser.parse_args(argv)
-    print(json.dumps(seed(promote=not args.no_promote)))
+    print(json.dumps(seed(promote=not args.no_promote, interval_s=args.interval_s)))
     return 0
 
 

@@ -344,7 +344,13 @@ class ModelService:
         ]
 
     def _history(
-        self, api: str, symbols: list[str], ts_ns: int | None, returns: Returns | None, namespace: str | None = None
+        self,
+        api: str,
+        symbols: list[str],
+        ts_ns: int | None,
+        returns: Returns | None,
+        namespace: str | None = None,
+        interval_s: int = 60,
     ) -> Any:
         from feature_store.errors import StorageError
 
@@ -354,12 +360,12 @@ class ModelService:
         if not symbols:
             raise BadInputError("name the symbols (and ts_ns) or send their returns")
         try:
-            history = runtime.risk_history(served, self._online(namespace), symbols, ts_ns)
+            history = runtime.risk_history(served, self._online(namespace), symbols, ts_ns, interval_s)
         except (StorageError, OSError) as exc:
             raise self._store_failure(api, exc) from exc
         from feature_store.features.catalog import RISK
 
-        return served, history, RISK.version
+        return served, history, RISK.with_interval(interval_s).version
 
     @bentoml.api
     async def risk(
@@ -368,10 +374,13 @@ class ModelService:
         ts_ns: int | None = None,
         returns: Returns | None = None,
         namespace: str | None = None,
+        interval_s: Annotated[int, Field(ge=1, le=86400)] = 60,
     ) -> dict[str, Any]:
-        """Next-period volatility, VaR(99%) and ES(97.5%) per symbol (fractions of the position)."""
+        """Next-period volatility, VaR(99%) and ES(97.5%) per symbol (fractions of the position).
+
+        The history is the risk features on ``interval_s`` bars (in ``namespace`` if named)."""
         try:
-            served, history, version = self._history("risk", symbols, ts_ns, returns, namespace)
+            served, history, version = self._history("risk", symbols, ts_ns, returns, namespace, interval_s)
             result = runtime.symbol_risk(served, history)
         except (RequestError, ModelUnavailableError) as exc:
             raise self._fail("risk", exc) from exc
@@ -391,10 +400,15 @@ class ModelService:
         ts_ns: int | None = None,
         returns: Returns | None = None,
         namespace: str | None = None,
+        interval_s: Annotated[int, Field(ge=1, le=86400)] = 60,
     ) -> dict[str, Any]:
-        """VaR(99%), ES(97.5%), volatility and stress losses of a portfolio (notional per symbol)."""
+        """VaR(99%), ES(97.5%), volatility and stress losses of a portfolio (notional per symbol).
+
+        The history is the risk features on ``interval_s`` bars (in ``namespace`` if named)."""
         try:
-            served, history, version = self._history("portfolio_risk", list(positions), ts_ns, returns, namespace)
+            served, history, version = self._history(
+                "portfolio_risk", list(positions), ts_ns, returns, namespace, interval_s
+            )
             per_symbol, total = runtime.portfolio_risk(served, positions, history)
         except (RequestError, ModelUnavailableError) as exc:
             raise self._fail("portfolio_risk", exc) from exc

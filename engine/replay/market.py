@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from feature_store.records import NS_PER_S
+from feature_store.records import NS_PER_S, Bar
 from feature_store.sources.recordings import iter_messages
 from feature_store.sources.synthetic import SyntheticMarketConfig, simulate_market
 
@@ -135,6 +135,62 @@ class SyntheticFeed:
             self._ticks.append(Decimal(1).scaleb(exponent))
             self._decimals.append(max(0, -exponent))
         self._last_price = np.ones(len(self.symbols))
+
+    def history(self, bars: int, bar_seconds: int, end_ns: int) -> list[Bar]:
+        """``bars`` bars of every symbol before ``end_ns`` (an interval boundary), as a venue's
+        klines endpoint would serve them: a simulation of its own, scaled so that each symbol's
+        last close is its first live price. The engine warms its features up with them."""
+        import pandas as pd
+
+        interval_ns = bar_seconds * NS_PER_S
+        span_s = bars * bar_seconds
+        config = replace(
+            self.config, seed=self.config.seed + 100_003, days=span_s / 86400, start_ns=end_ns - span_s * NS_PER_S
+        )
+        trades = simulate_market(config).trades
+        frame = pd.DataFrame(
+            {
+                "symbol": trades["symbol"].astype(str).to_numpy(),
+                "start": trades["ts_ns"].to_numpy(np.int64) // interval_ns * interval_ns,
+                "price": trades["price"].to_numpy(np.float64),
+                "size": trades["size"].to_numpy(np.float64),
+            }
+        )
+        frame["buy"] = np.where((trades["side"] == "buy").to_numpy(bool), frame["size"], 0.0)
+        frame["pv"] = frame["price"] * frame["size"]
+        agg = frame.groupby(["symbol", "start"], sort=True).agg(
+            open=("price", "first"),
+            high=("price", "max"),
+            low=("price", "min"),
+            close=("price", "last"),
+            volume=("size", "sum"),
+            buy_volume=("buy", "sum"),
+            pv=("pv", "sum"),
+            trades=("price", "size"),
+        )
+        first_prices = self._first.trades.groupby("symbol", sort=False)["price"].first()
+        last_close = agg.groupby(level="symbol")["close"].last()
+        out: list[Bar] = []
+        for (symbol, start), row in zip(agg.index, agg.itertuples(index=False), strict=True):
+            scale = float(first_prices.get(symbol, last_close[symbol])) / float(last_close[symbol])
+            vwap = min(max(row.pv / row.volume * scale, row.low * scale), row.high * scale)
+            out.append(
+                Bar(
+                    str(symbol),
+                    int(start),
+                    bar_seconds,
+                    row.open * scale,
+                    row.high * scale,
+                    row.low * scale,
+                    row.close * scale,
+                    float(row.volume),
+                    min(float(row.buy_volume), float(row.volume)),
+                    vwap,
+                    int(row.trades),
+                )
+            )
+        out.sort(key=lambda b: (b.start_ns, b.symbol))
+        return out
 
     def rounds(self) -> Iterator[Iterator[RawTrade]]:
         """Successive rounds of events in market-time order (each round a new simulation)."""

@@ -69,6 +69,8 @@ class ReplayExchange:
         coinbase_tape, binance_tape: recordings to replay (or None).
         binance_rest: recorded REST depth bodies by venue symbol (with ``binance_tape``).
         speed: 1 = real time, 2 = twice as fast, 0 = as fast as possible.
+        market_clock: stamp synthetic events with market time (starting now) rather than the
+            wall clock, so that at ``speed`` 60 a one-minute bar closes every second.
         faults: a fault spec (see :mod:`engine.replay.faults`).
         host, port: where to listen (port 0: a free port).
     """
@@ -85,6 +87,7 @@ class ReplayExchange:
         host: str = "127.0.0.1",
         port: int = 0,
         max_queue: int = 200_000,
+        market_clock: bool = False,
     ) -> None:
         if speed < 0:
             raise ValueError(f"speed must be >= 0, got {speed}")
@@ -95,6 +98,7 @@ class ReplayExchange:
         self.binance_tape = binance_tape
         self.binance_rest = binance_rest or {}
         self.speed = speed
+        self.market_clock = market_clock
         self.faults = parse_faults(faults) if isinstance(faults, str) else faults
         self.host = host
         self.port = port
@@ -421,9 +425,9 @@ class ReplayExchange:
                     wait = due - (time.monotonic() - start_mono)
                     if wait > 0.001:
                         await asyncio.sleep(wait)
-                    stamp = start_wall + int(due * 1e9)
+                    stamp = start_wall + (raw.ts_ns - origin if self.market_clock else int(due * 1e9))
                 else:
-                    stamp = time.time_ns()
+                    stamp = start_wall + raw.ts_ns - origin if self.market_clock else time.time_ns()
                 self._publish(feed.realize(raw), stamp)
                 sent += 1
                 if sent % 256 == 0:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 import numpy as np
 import numpy.typing as npt
 
 from engine.trading.execution import ExecutionClient
-from engine.trading.orders import Fill, Order, order_id, price_of, quantity
+from engine.trading.orders import QUANTUM, Fill, Order, order_id, price_of
 from engine.trading.portfolio import Portfolio
 from engine.trading.risk import PreTradeRisk, RiskEvent
 from engine.trading.strategy import SentimentBook, StrategyParams, target_notionals
@@ -314,7 +314,8 @@ class TradingCore:
             else:
                 target = float(targets[i])
                 if target or held:
-                    target_qty = quantity(Decimal(repr(target)) / mark)
+                    # Rounded towards zero: the target never exceeds the notional it was capped at.
+                    target_qty = (Decimal(repr(target)) / mark).quantize(QUANTUM, rounding=ROUND_DOWN)
                 delta = target_qty - held
                 if abs(float(delta) * float(mark)) < min_notional:
                     target_qty, reason = held, "at target"

@@ -40,7 +40,7 @@ from engine.trading.risk import RiskEvent
 from engine.trading.store import AccountState, TradingStore
 from feature_store.errors import StorageError
 from feature_store.features.online import FeatureStep
-from feature_store.records import Bar, Trade
+from feature_store.records import NS_PER_S, Bar, Trade
 from serving.client import ModelClient, RequestRejected, ServiceUnavailable
 
 __all__ = ["Trader", "TraderStats"]
@@ -260,7 +260,9 @@ class Trader:
         notional = {s: float(q * marks[s]) for s, q in targets.items() if s in marks}
         self.stats.risk_calls += 1
         try:
-            response = await self.models.portfolio_risk(notional, ts_ns=start_ns, namespace=self.namespace)
+            response = await self.models.portfolio_risk(
+                notional, ts_ns=start_ns, namespace=self.namespace, interval_s=self.interval_ns // NS_PER_S
+            )
             var99 = float(response["var99"])
         except (ServiceUnavailable, RequestRejected, KeyError, TypeError, ValueError) as exc:
             self.stats.risk_failures += 1
