@@ -201,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--start-ns", type=int, default=None, help="first trade time, epoch ns (default: the first stored)")
     bt.add_argument("--end-ns", type=int, default=None, help="last trade time, epoch ns (default: the last stored)")
     bt.add_argument("--bar-seconds", type=int, default=60, help="bar length in seconds (default 60)")
+    bt.add_argument("--pace", type=_positive_float, default=0.0, help="wall seconds per bar at least (to watch it)")
     _trading_arguments(bt)
 
     st = sub.add_parser("status", help="an account from the database: positions, PnL, open orders, last decisions")
@@ -359,7 +360,12 @@ async def _backtest(args: argparse.Namespace) -> int:
     options = _trading_options(args)
     urls = await _urls(FeatureStoreSettings.from_env())
     data = BacktestOptions(
-        symbols=args.symbols, venue=args.venue, start_ns=args.start_ns, end_ns=args.end_ns, bar_seconds=args.bar_seconds
+        symbols=args.symbols,
+        venue=args.venue,
+        start_ns=args.start_ns,
+        end_ns=args.end_ns,
+        bar_seconds=args.bar_seconds,
+        pace_s=args.pace,
     )
     summary = await backtest(
         data, options, database_url=urls.database_url, redis_url=urls.redis_url, progress=_trade_progress(args)

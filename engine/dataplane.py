@@ -121,6 +121,8 @@ class DataPlane:
         self._wake = asyncio.Event()
         self.on_close = on_close
         self.wall_clock = wall_clock
+        # While an interval is being closed: the venue time of its close (see next_close_ns).
+        self.closing_ns: int | None = None
         self.last_steps: list[FeatureStep] = []
 
     # --- FeedSink -------------------------------------------------------------------------
@@ -175,7 +177,10 @@ class DataPlane:
         """Step the features through past ``bars`` (the engine's start-up history) before any
         trade; the last window of steps goes to Redis so that models can read full windows at
         once. ``record`` stores the bars too (a backtest of this run warms up from them).
-        Returns the intervals stepped."""
+
+        The interval after the last warm-up bar is the first live one, even if the engine
+        joins it part-way (better a thin bar than a hole in every window). Returns the
+        intervals stepped."""
         by_start: dict[int, list[Bar]] = {}
         for bar in bars:
             if bar.interval_s != self.bar_seconds:
@@ -193,6 +198,8 @@ class DataPlane:
                 self._unwritten.append(steps)
                 if len(self._unwritten) >= keep:
                     self._unwritten.popleft()
+        if by_start and self._first_full is None:
+            self._first_full = self._closed_until = max(by_start) + self.interval_ns
         if self.online is not None:
             await self._write_online()
         return len(by_start)
@@ -206,7 +213,10 @@ class DataPlane:
         return self._clock_ns + int((time.monotonic() - self._clock_seen) * NS_PER_S)
 
     def next_close_ns(self) -> int | None:
-        """The venue time at which the next interval closes (None before the first trade)."""
+        """The venue time at which the next interval closes (None before the first trade), or,
+        while one is being closed, the time of that close."""
+        if self.closing_ns is not None:
+            return self.closing_ns
         if self._closed_until is None:
             return None
         return self._closed_until + self.interval_ns + self.grace_ns
@@ -243,6 +253,13 @@ class DataPlane:
         """Close ``[start_ns, start_ns + bar)``: bars, features, Redis, recording."""
         decided = time.monotonic()
         end = start_ns + self.interval_ns
+        self.closing_ns = end + self.grace_ns
+        try:
+            return await self._close(start_ns, end, decided)
+        finally:
+            self.closing_ns = None
+
+    async def _close(self, start_ns: int, end: int, decided: float) -> list[FeatureStep]:
         for bar in self.bars.flush(end):
             self._closed_bars.setdefault(bar.start_ns, []).append(bar)
         bars = self._closed_bars.pop(start_ns, [])

@@ -93,6 +93,7 @@ class BacktestOptions:
     bar_seconds: int = 60
     feature_sets: list[str] = field(default_factory=lambda: sorted(FEATURE_SETS))
     chunk_s: float = 3600.0
+    pace_s: float = 0.0  # wall seconds per bar at least (0: as fast as the models answer)
 
 
 @dataclass
@@ -517,9 +518,10 @@ async def backtest(
         trader.attach(plane)
         interval_ns, grace_ns = plane.interval_ns, plane.grace_ns
         first_interval = lo // interval_ns * interval_ns
-        await plane.warm_up(
-            await _stored_bars(pool, symbols, data.bar_seconds, first_interval, options.warmup_bars), record=False
-        )
+        # A live run warms up with history ending where it starts, and its first trade can come
+        # an interval or two later: two intervals of margin take all of that history.
+        warm = options.warmup_bars + 2 if options.warmup_bars else 0
+        await plane.warm_up(await _stored_bars(pool, symbols, data.bar_seconds, first_interval, warm), record=False)
         trades = 0
         last_progress = time.monotonic()
         async for trade in _stored_trades(pool, data, lo, hi):
@@ -527,6 +529,8 @@ async def backtest(
             while due is not None and trade.ts_ns >= due:
                 await plane.close_interval(due - interval_ns - grace_ns)
                 due = plane.next_close_ns()
+                if data.pace_s:
+                    await asyncio.sleep(data.pace_s)
             trader.on_trade(trade)
             trades += 1
             if progress is not None and time.monotonic() - last_progress > 5:

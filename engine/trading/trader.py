@@ -60,6 +60,7 @@ class TraderStats:
     model_failures: int = 0
     risk_calls: int = 0
     risk_failures: int = 0
+    symbols_rejected: int = 0
     news_scored: int = 0
     news_failures: int = 0
     held_trades: int = 0
@@ -194,6 +195,8 @@ class Trader:
             stats.tick_to_decision_s.append(time.monotonic() - started)
             targets = core.target_positions()
         finally:
+            assert self.plane is not None
+            self.plane.closing_ns = None  # the decision is made: held trades may go to the broker
             self._release()
         await self._refresh_var(targets, start_ns)
         if self.breaker is None and self.store is not None:
@@ -224,6 +227,13 @@ class Trader:
         if breaker is not None and breaker.success() == "closed":
             log.warning("model service circuit breaker closed again")
             self.core.event(RiskEvent("", "*", now_ns, "breaker_closed", "model service answered"))
+        if forecasts.rejected:
+            stats.symbols_rejected += len(forecasts.rejected)
+            if stats.symbols_rejected == len(forecasts.rejected) or not forecasts.symbols:
+                symbol, reason = next(iter(forecasts.rejected.items()))
+                log.warning(
+                    "%d symbols not forecast at bar %d (e.g. %s: %s)", len(forecasts.rejected), start_ns, symbol, reason
+                )
         self.horizon_bars = forecasts.horizon_bars
         forecasts.models = {**self.model_versions, **forecasts.models}
         return forecasts
