@@ -77,10 +77,10 @@ async def run_demo() -> int:
     finally:
         await pool.close()
     ok = _pipeline(pipeline)
-    if ok:
-        ok = await _serve(urls.database_url)
-    if ok:
-        ok = _record_session()
+    url = await _serve(urls.database_url) if ok else None
+    ok = _trade_session(url) if url is not None else False
+    print(f"data docs: file://{pipeline.gx_root / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
+    print(f"validation reports: {pipeline.reports}/<model>/<version>.md")
     print(f"demo finished in {time.perf_counter() - wall:.1f} s; `make stop` stops the servers and the service")
     return 0 if ok else 1
 
@@ -127,7 +127,7 @@ def _pipeline(settings: OrchestrationSettings) -> bool:
     return bool(result.success)
 
 
-async def _serve(database_url: str) -> bool:
+async def _serve(database_url: str) -> str | None:
     """Start the model service (or reuse the running one) and call each API once."""
     from serving import launcher
     from serving.client import ModelClient
@@ -138,7 +138,7 @@ async def _serve(database_url: str) -> bool:
         url, fresh = await asyncio.to_thread(launcher.ensure_running)
     except ServingError as exc:
         print(f"model service: FAILED to start: {exc}")
-        return False
+        return None
     print(
         f"model service: {'started' if fresh else 'already running'} at {url} ({time.perf_counter() - started:.1f} s)"
     )
@@ -170,42 +170,43 @@ async def _serve(database_url: str) -> bool:
             book = await client.portfolio_risk({s: 10_000.0 for s in out["symbols"][:5]})
             print(f"  /portfolio_risk of 5 x 10,000: VaR99 {book['var99']:.2f}, ES97.5 {book['es975']:.2f}")
     print(f"the service keeps running for the engine: {url} (log in $RRR_HOME/logs/serving.log)")
-    return True
+    return url
 
 
-def _record_session(seconds: int = 15) -> bool:
-    """A short synthetic session through the replay exchange, recorded by the engine."""
+def _trade_session(url: str, seconds: int = 60) -> bool:
+    """About a minute of paper trading on a synthetic market through the local replay exchange.
+
+    The market runs 60 times faster than the wall clock (``--speed 60 --market-clock``), so the
+    engine decides one-minute bars (what the pipeline's models were trained on) every second.
+    """
+    import json
     import subprocess
     import sys
 
-    print(f"engine: recording {seconds} s of a 20-symbol synthetic market through the local replay exchange")
+    print(f"engine: paper trading {seconds} s of a 20-symbol synthetic market (one-minute bars every second)")
     argv = [
-        sys.executable,
-        "-m",
-        "engine",
-        "record",
-        "--replay",
-        "20",
-        "--trades-per-s",
-        "4",
-        "--bar-seconds",
-        "1",
-        "--duration",
-        str(seconds),
-        "--venue",
-        "coinbase",
-        "--venue",
-        "binance",
-        "--quiet",
-        "--metrics-port",
-        "-1",
-    ]
+        sys.executable, "-m", "engine", "run", "--replay", "20", "--trades-per-s", "2", "--speed", "60",
+        "--market-clock", "--bar-seconds", "60", "--duration", str(seconds), "--venue", "coinbase", "--no-books",
+        "--account", "demo", "--serving-url", url, "--quiet", "--metrics-port", "-1", "--json",
+    ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    for line in done.stdout.splitlines():
-        print(f"  {line}")
     if done.returncode != 0:
-        print(f"  engine record FAILED (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+        print(f"  engine run FAILED (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
         return False
+    s = json.loads(done.stdout)
+    p50, p99 = s["tick_to_decision_ms"]
+    print(
+        f"  {s['trades']} trades, {s['bars']} bars decided, {s['decisions']} decisions, {s['orders']} orders, "
+        f"{s['fills']} fills, denials {s['denials'] or 'none'}"
+    )
+    print(
+        f"  PnL {float(s['pnl']):.2f} (realized {float(s['realized_pnl']):.2f}, fees {float(s['fees']):.2f}), "
+        f"max drawdown {s['max_drawdown']:.2%}, {s['positions']} positions open"
+    )
+    if p50 is not None:
+        print(f"  tick to decision p50 {p50:.1f} ms, p99 {p99:.1f} ms; model call p50 {s['model_call_ms'][0]:.1f} ms")
+    print(f"  decided by {', '.join(f'{k}={v}' for k, v in sorted(s['model_versions'].items()))}")
+    print("  the account as stored: `.venv/bin/python -m engine status --account demo`")
     return True
 
 

@@ -186,8 +186,11 @@ class Trader:
                 for symbol, close in closes.items():
                     core.portfolio.mark(symbol, _decimal(close))
                 return
+            # Every symbol of the universe is decided at every bar (its features are gap-filled
+            # when it did not trade), plus any other symbol still held.
+            assert self.plane is not None
             held = set(core.portfolio.open_positions()) | {o.symbol for o in core.orders.values()}
-            symbols = sorted(set(closes) | held)
+            symbols = sorted(set(self.plane.symbols) | held)
             forecasts = await self._forecast(symbols, start_ns, now_ns) if symbols else None
             orders = core.decide(start_ns, closes, forecasts, now_ns)
             if orders:
