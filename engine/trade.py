@@ -35,6 +35,7 @@ from engine.replay.server import ReplayExchange
 from engine.trading.breaker import CircuitBreaker
 from engine.trading.core import TradingCore
 from engine.trading.execution import PaperBroker, PaperCosts
+from engine.trading.orders import money
 from engine.trading.risk import PreTradeRisk, RiskLimits
 from engine.trading.store import AccountState, TradingStore
 from engine.trading.strategy import StrategyParams
@@ -580,13 +581,16 @@ async def account_status(database_url: str, account: str, *, decisions: int = 10
         raise EngineError(str(exc)) from exc
     finally:
         await pool.close()
+    def fmt(value: Decimal) -> str:
+        return format(money(value), "f")
+
     return {
         "account": account,
-        "initial_cash": str(portfolio.initial_cash),
-        "cash": str(portfolio.cash),
-        "equity": str(portfolio.equity()),
-        "pnl": str(portfolio.pnl()),
-        "realized_pnl": str(portfolio.realized_pnl()),
+        "initial_cash": fmt(portfolio.initial_cash),
+        "cash": fmt(portfolio.cash),
+        "equity": fmt(portfolio.equity()),
+        "pnl": fmt(portfolio.pnl()),
+        "realized_pnl": fmt(portfolio.realized_pnl()),
         "kill_switch": state.kill_reason,
         "positions": [
             {
