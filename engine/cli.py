@@ -177,6 +177,7 @@ def _trading_options(args: argparse.Namespace) -> TradingOptions:
             params=StrategyParams(risk_per_symbol=args.risk_per_symbol, entry_z=args.entry_z),
             news=getattr(args, "news", None),
             warmup_bars=args.warmup_bars,
+            namespace=getattr(args, "online_namespace", None),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -194,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     _stream_arguments(run)
     _trading_arguments(run)
     run.add_argument("--news", type=Path, default=None, help="JSON-lines headlines file to follow and score")
+    run.add_argument("--online-namespace", default=None, help="keep online features apart from the live ones")
 
     bt = sub.add_parser("backtest", help="the same trading code over stored trades, with a simulated clock")
     bt.add_argument("--symbols", type=_symbols, default=[], help="comma-separated symbols (default: all stored)")

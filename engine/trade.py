@@ -71,6 +71,7 @@ class TradingOptions:
     params: StrategyParams = field(default_factory=StrategyParams)
     news: Path | None = None
     warmup_bars: int = 800
+    namespace: str | None = None  # online features under their own namespace (a demo beside live data)
 
     def __post_init__(self) -> None:
         if not _ACCOUNT.match(self.account):
@@ -256,6 +257,7 @@ async def run_trading(
             interval_ns=record.bar_seconds * NS_PER_S,
             grace_ns=int(options.grace_s * NS_PER_S),
             breaker=breaker,
+            namespace=options.namespace,
         )
         unsent = trader.restore(state)
         if state.fills or state.open_orders:
@@ -281,6 +283,8 @@ async def run_trading(
         if not symbols:
             raise ConfigError("name the symbols to trade (--symbols) or start a replay (--replay N)")
         online = RedisOnlineStore.from_url(redis_url) if record.online and redis_url else None
+        if online is not None and options.namespace:
+            online = online.in_namespace(options.namespace)
         recorder = Recorder(database_url, spool_dir=record.spool_dir) if record.database else None
         plane = DataPlane(
             symbols,
