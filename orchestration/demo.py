@@ -187,7 +187,8 @@ def _trade_session(url: str, seconds: int = 60) -> bool:
     argv = [
         sys.executable, "-m", "engine", "run", "--replay", "20", "--trades-per-s", "2", "--speed", "60",
         "--market-clock", "--bar-seconds", "60", "--duration", str(seconds), "--venue", "coinbase", "--no-books",
-        "--account", "demo", "--online-namespace", "demo", "--serving-url", url, "--quiet", "--metrics-port", "-1", "--json",
+        "--account", "demo", "--online-namespace", "demo", "--serving-url", url, "--quiet",
+        "--metrics-port", "-1", "--json",
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
