@@ -45,9 +45,3 @@ class LatencyHistogram:
         if not self.recent:
             return None
         return float(np.quantile(np.fromiter(self.recent, float), q) * 1000.0)
-
-    def __len__(self) -> int:
-        return len(self.recent)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self.recent)

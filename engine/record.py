@@ -26,7 +26,7 @@ from feature_store.database import open_pool
 from feature_store.features.catalog import FEATURE_SETS
 from feature_store.redis_store import RedisOnlineStore
 
-__all__ = ["RecordOptions", "RecordSummary", "record"]
+__all__ = ["MarketSource", "RecordOptions", "RecordSummary", "record"]
 
 log = logging.getLogger("engine.record")
 
@@ -89,6 +89,29 @@ class RecordSummary:
         return out
 
 
+@dataclass
+class MarketSource:
+    """Where the feeds connect: the venues named in the options, or a local replay exchange
+    (started here) broadcasting a synthetic market of ``replay_symbols`` instruments."""
+
+    symbols: list[str]
+    urls: dict[str, str]
+    exchange: ReplayExchange | None = None
+    market: SyntheticFeed | None = None
+
+    @classmethod
+    async def open(cls, options: RecordOptions) -> MarketSource:
+        if not options.replay_symbols:
+            urls = {"coinbase": options.coinbase_url, "binance": options.binance_url, "rest": options.binance_rest_url}
+            return cls(list(options.symbols), urls)
+        market = SyntheticFeed(options.replay_symbols, trades_per_s=options.trades_per_s, books=options.books)
+        exchange = await ReplayExchange(
+            synthetic=market, speed=options.speed, faults=options.faults, market_clock=options.market_clock
+        ).start()
+        urls = {"coinbase": exchange.coinbase_url, "binance": exchange.binance_url, "rest": exchange.rest_url}
+        return cls(list(market.symbols), urls, exchange, market)
+
+
 async def check_services(database_url: str | None, redis_url: str | None) -> None:
     """Fail early, with a clear message, when a store is unreachable at start."""
     if redis_url is not None:
@@ -129,16 +152,8 @@ async def record(
     """
     await check_services(database_url if options.database else None, redis_url if options.online else None)
     stop = stop or asyncio.Event()
-    exchange: ReplayExchange | None = None
-    symbols = list(options.symbols)
-    urls = {"coinbase": options.coinbase_url, "binance": options.binance_url, "rest": options.binance_rest_url}
-    if options.replay_symbols:
-        market = SyntheticFeed(options.replay_symbols, trades_per_s=options.trades_per_s, books=options.books)
-        exchange = await ReplayExchange(
-            synthetic=market, speed=options.speed, faults=options.faults, market_clock=options.market_clock
-        ).start()
-        symbols = list(market.symbols)
-        urls = {"coinbase": exchange.coinbase_url, "binance": exchange.binance_url, "rest": exchange.rest_url}
+    source = await MarketSource.open(options)
+    exchange, symbols, urls = source.exchange, source.symbols, source.urls
     online = RedisOnlineStore.from_url(redis_url) if options.online and redis_url else None
     recorder = Recorder(database_url, spool_dir=options.spool_dir) if options.database and database_url else None
     plane = DataPlane(

@@ -28,9 +28,8 @@ from engine.dataplane import DataPlane
 from engine.errors import ConfigError, EngineError, ServiceUnreachableError
 from engine.feeds.client import FeedClient, make_feed
 from engine.metrics import EngineCollector, MetricsServer
-from engine.record import RecordOptions, check_services
+from engine.record import MarketSource, RecordOptions, check_services
 from engine.recorder import Recorder
-from engine.replay.market import SyntheticFeed
 from engine.replay.server import ReplayExchange
 from engine.trading.breaker import CircuitBreaker
 from engine.trading.core import TradingCore
@@ -269,17 +268,10 @@ async def run_trading(
                 len(state.open_orders),
                 len(unsent),
             )
-        await trader.send_unsent(unsent)
+        core.submit(unsent)  # stored before a crash, never sent
         trader.horizon_bars, trader.model_versions = await _horizon(models)
-        symbols = list(record.symbols)
-        urls = {"coinbase": record.coinbase_url, "binance": record.binance_url, "rest": record.binance_rest_url}
-        if record.replay_symbols:
-            market = SyntheticFeed(record.replay_symbols, trades_per_s=record.trades_per_s, books=record.books)
-            exchange = await ReplayExchange(
-                synthetic=market, speed=record.speed, faults=record.faults, market_clock=record.market_clock
-            ).start()
-            symbols = list(market.symbols)
-            urls = {"coinbase": exchange.coinbase_url, "binance": exchange.binance_url, "rest": exchange.rest_url}
+        source = await MarketSource.open(record)
+        exchange, symbols, urls, market = source.exchange, source.symbols, source.urls, source.market
         if not symbols:
             raise ConfigError("name the symbols to trade (--symbols) or start a replay (--replay N)")
         online = RedisOnlineStore.from_url(redis_url) if record.online and redis_url else None
@@ -298,7 +290,7 @@ async def run_trading(
         )
         trader.attach(plane)
         now_interval = time.time_ns() // plane.interval_ns * plane.interval_ns
-        if record.replay_symbols and options.warmup_bars:
+        if market is not None and options.warmup_bars:
             history = market.history(options.warmup_bars, record.bar_seconds, now_interval)
         else:
             history = await _stored_bars(pool, symbols, record.bar_seconds, now_interval, options.warmup_bars)
@@ -507,7 +499,7 @@ async def backtest(
                 state.fills,
                 len(state.open_orders),
             )
-        await trader.send_unsent(unsent)
+        core.submit(unsent)  # stored before a crash, never sent
         trader.horizon_bars, trader.model_versions = await _horizon(models)
         await asyncio.to_thread(online.clear_namespace)
         plane = DataPlane(
@@ -585,6 +577,7 @@ async def account_status(database_url: str, account: str, *, decisions: int = 10
         raise EngineError(str(exc)) from exc
     finally:
         await pool.close()
+
     def fmt(value: Decimal) -> str:
         return format(money(value), "f")
 

@@ -17,7 +17,6 @@ and in a backtest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol
@@ -168,7 +167,3 @@ class PaperBroker:
             fee=money(qty * fill_price * fee_bps * BPS),
             liquidity=liquidity,
         )
-
-    def restore_all(self, orders: Iterable[Order]) -> None:
-        for order in orders:
-            self.restore(order)

@@ -13,7 +13,7 @@ decimal quantities only where an order is needed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,6 +91,3 @@ class SentimentBook:
             if items:
                 out[i] = sum(score * 0.5 ** ((now_ns - ts) / self.half_life_ns) for ts, score in items if ts <= now_ns)
         return out
-
-    def scores(self) -> Mapping[str, int]:
-        return {s: len(v) for s, v in self._items.items()}

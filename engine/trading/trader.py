@@ -35,7 +35,7 @@ from engine.feeds.records import Quote
 from engine.latency import LatencyHistogram
 from engine.trading.breaker import CircuitBreaker
 from engine.trading.core import Forecasts, TradingCore
-from engine.trading.orders import Order
+from engine.trading.orders import Order, price_of
 from engine.trading.risk import RiskEvent
 from engine.trading.store import AccountState, TradingStore
 from feature_store.errors import StorageError
@@ -169,10 +169,6 @@ class Trader:
         state.restore_risk(self.core.risk)
         return self.core.restore(state.open_orders)
 
-    async def send_unsent(self, orders: Sequence[Order]) -> None:
-        """Send orders stored before a crash but never sent (their ids are already stored)."""
-        self.core.submit(orders)
-
     # --- the decision at each close -------------------------------------------------------
 
     async def on_close(self, start_ns: int, bars: list[Bar], steps: list[FeatureStep], started: float) -> None:
@@ -184,7 +180,7 @@ class Trader:
         try:
             if start_ns <= self.catch_up_bar_ns:
                 for symbol, close in closes.items():
-                    core.portfolio.mark(symbol, _decimal(close))
+                    core.portfolio.mark(symbol, price_of(close))
                 return
             # Every symbol of the universe is decided at every bar (its features are gap-filled
             # when it did not trade), plus any other symbol still held.
@@ -282,7 +278,7 @@ class Trader:
             self.stats.last_error = f"portfolio_risk: {exc}"
             return  # the last known VaR stays in force
         if math.isfinite(var99):
-            risk.var99 = _decimal(abs(var99))
+            risk.var99 = price_of(abs(var99))
             self.model_versions.update({k: v for k, v in response.get("models", {}).items() if k == "risk"})
 
     def _record_closes(self, start_ns: int, closes: dict[str, float]) -> None:
@@ -367,7 +363,3 @@ class Trader:
 
     def stop(self) -> None:
         self._stopping.set()
-
-
-def _decimal(value: float) -> Decimal:
-    return Decimal(repr(value))
