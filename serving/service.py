@@ -58,6 +58,7 @@ import bentoml  # noqa: E402  (BENTOML_HOME must be set first)
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import torch  # noqa: E402
+from bentoml.validators import ContentType  # noqa: E402
 from pydantic import BaseModel, Field, PrivateAttr, StringConstraints, model_validator  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
@@ -73,6 +74,11 @@ Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/\-]{1,64}$")]
 Symbols = Annotated[list[Symbol], Field(min_length=1, max_length=SETTINGS.max_symbols)]
 Headline = Annotated[str, StringConstraints(min_length=1, max_length=SETTINGS.max_text_chars)]
 Returns = dict[Symbol, list[float]]
+# Declaring the media type spares BentoML working it out from the JSON schema on every response.
+JsonObject = Annotated[dict[str, Any], ContentType("application/json")]
+JsonList = Annotated[list[dict[str, Any]], ContentType("application/json")]
+# Without an exporter configured, per-request tracing spans go nowhere: skip them for every path.
+TRACING: dict[str, Any] = {} if SETTINGS.tracing else {"excluded_urls": ["."]}
 
 REJECTED = bentoml.metrics.Counter(
     name="rrr_serving_rejected_requests",
@@ -174,6 +180,7 @@ def _resources() -> dict[str, Any]:
     http={"host": SETTINGS.host, "port": SETTINGS.port},
     metrics={"enabled": True, "namespace": "rrr"},
     logging={"access": {"enabled": SETTINGS.access_log, "skip_paths": ["/livez", "/readyz", "/metrics"]}},
+    tracing=TRACING,
 )
 class ModelService:
     """The three production models, hot-swapped from the BentoML model store."""
@@ -262,7 +269,7 @@ class ModelService:
         max_age_s: float | None = None,
         partial: bool = False,
         namespace: str | None = None,
-    ) -> dict[str, Any]:  # sent as the dict, encoded with orjson (see _json)
+    ) -> JsonObject:  # sent as the dict, encoded with orjson (see _json)
         """Forecast each symbol's forward return from its windows in the online store.
 
         ``namespace`` reads a namespaced online store (a backtest's) instead of the live one.
@@ -299,7 +306,7 @@ class ModelService:
         )
 
     @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_symbols, max_latency_ms=1000)
-    async def forecast_windows(self, requests: list[WindowsRequest]) -> list[dict[str, Any]]:
+    async def forecast_windows(self, requests: list[WindowsRequest]) -> JsonList:
         """Forecasts for windows the callers carry; requests are batched into one model call."""
         try:
             served = self.slots.get("price")
@@ -326,7 +333,7 @@ class ModelService:
     @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_texts, max_latency_ms=1000)
     async def sentiment(
         self, texts: Annotated[list[Headline], Field(min_length=1, max_length=SETTINGS.max_texts)]
-    ) -> list[dict[str, Any]]:
+    ) -> JsonList:
         """Sentiment of each headline: probabilities (negative, neutral, positive) and a score."""
         import anyio
 
@@ -375,7 +382,7 @@ class ModelService:
         returns: Returns | None = None,
         namespace: str | None = None,
         interval_s: Annotated[int, Field(ge=1, le=86400)] = 60,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Next-period volatility, VaR(99%) and ES(97.5%) per symbol (fractions of the position).
 
         The history is the risk features on ``interval_s`` bars (in ``namespace`` if named)."""
@@ -401,7 +408,7 @@ class ModelService:
         returns: Returns | None = None,
         namespace: str | None = None,
         interval_s: Annotated[int, Field(ge=1, le=86400)] = 60,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """VaR(99%), ES(97.5%), volatility and stress losses of a portfolio (notional per symbol).
 
         The history is the risk features on ``interval_s`` bars (in ``namespace`` if named)."""
@@ -426,7 +433,7 @@ class ModelService:
         }
 
     @bentoml.api
-    async def versions(self) -> dict[str, Any]:
+    async def versions(self) -> JsonObject:
         """The model versions served, the feature sets and columns they read, and the device."""
         served = self.slots.served()
         models = {
@@ -452,7 +459,7 @@ class ModelService:
         }
 
     @bentoml.api
-    async def reload(self) -> dict[str, Any]:
+    async def reload(self) -> JsonObject:
         """Check the model store for promotions now; returns the models swapped."""
         import anyio
 

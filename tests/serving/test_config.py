@@ -13,6 +13,10 @@ def test_service_binds_to_loopback_by_default(tmp_path) -> None:
     s = ServingSettings.from_env({"RRR_HOME": str(tmp_path)})
     assert (s.host, s.port, s.api_key) == ("127.0.0.1", 3000, None)
     assert s.bentoml_home == tmp_path / "bentoml"
+    assert s.tracing is False  # spans only when asked for (they need an exporter to be of use)
+    assert ServingSettings.from_env({"RRR_SERVING_TRACING": "true"}).tracing is True
+    with pytest.raises(ConfigError, match="RRR_SERVING_TRACING"):
+        ServingSettings.from_env({"RRR_SERVING_TRACING": "sometimes"})
 
 
 def test_bad_port_is_named() -> None:

@@ -115,6 +115,14 @@ def test_versions_health_and_loopback(stack) -> None:
     with urllib.request.urlopen(f"{stack['url']}/metrics") as resp:
         metrics = resp.read().decode()
     assert "rrr_request_duration_seconds_bucket" in metrics and "rrr_serving_model_swaps_total" in metrics
+    # Every API answers JSON with its media type declared.
+    for path, body in (("versions", b"{}"), ("sentiment", b'{"texts": ["Acme beats estimates"]}')):
+        request = urllib.request.Request(
+            f"{stack['url']}/{path}", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request) as resp:
+            assert resp.headers["content-type"].startswith("application/json"), (path, resp.headers)
+            json.loads(resp.read())
 
 
 def test_forecast_from_the_online_store_matches_the_windows_path(stack) -> None:
