@@ -272,18 +272,18 @@ class OnlineLayout:
         max_age_s: float | None,
         now_ns: int | None,
     ) -> None:
-        if as_of_ns is not None:
+        # Vectorized tests first: these checks run on every read of up to thousands of symbols.
+        if as_of_ns is not None and (latest_ts != as_of_ns).any():
             off = [s for s, t in zip(symbols, latest_ts.tolist(), strict=True) if t != as_of_ns]
-            if off:
-                shown = sorted({int(t) for t in latest_ts.tolist() if t != as_of_ns})[:3]
-                raise StaleFeaturesError(
-                    feature_set.name, off, f"latest stored bar is {shown}, not the requested bar {as_of_ns}"
-                )
+            shown = sorted({int(t) for t in latest_ts.tolist() if t != as_of_ns})[:3]
+            raise StaleFeaturesError(
+                feature_set.name, off, f"latest stored bar is {shown}, not the requested bar {as_of_ns}"
+            )
         if max_age_s is not None:
             now = time.time_ns() if now_ns is None else now_ns
-            closed = latest_ts + feature_set.interval_s * NS_PER_S
-            old = [s for s, t in zip(symbols, closed.tolist(), strict=True) if now - t > max_age_s * NS_PER_S]
-            if old:
+            too_old = now - (latest_ts + feature_set.interval_s * NS_PER_S) > max_age_s * NS_PER_S
+            if too_old.any():
+                old = [s for s, o in zip(symbols, too_old.tolist(), strict=True) if o]
                 raise StaleFeaturesError(
                     feature_set.name, old, f"latest stored bar closed more than {max_age_s} s before now"
                 )

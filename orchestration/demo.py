@@ -28,7 +28,7 @@ from feature_store.config import FeatureStoreSettings
 from feature_store.database import open_pool
 from feature_store.ingest import import_recording
 from feature_store.market_data import MarketDataStore
-from feature_store.services import resolve_service_urls
+from feature_store.services import ServiceUrls, resolve_service_urls
 from orchestration.config import OrchestrationSettings
 
 _RECORDINGS = ("coinbase_exchange_ws_2021-04-17.cryptofeed.txt", "binance_spot_ws_2021-10-12.cryptofeed.txt")
@@ -39,11 +39,26 @@ def _recordings_dir() -> Path:
     return Path(os.environ.get("RRR_RECORDINGS_DIR", str(default)))
 
 
-async def run_demo() -> int:
-    """Run the demo; return the process exit code."""
+def run_demo() -> int:
+    """Run the demo; return the process exit code.
+
+    The Dagster job runs outside any event loop: its assets run their own (``asyncio.run``).
+    """
     wall = time.perf_counter()
-    settings = FeatureStoreSettings.from_env()
     pipeline = OrchestrationSettings.from_env()
+    urls = asyncio.run(_prepare())
+    ok = _pipeline(pipeline)
+    url = asyncio.run(_serve(urls.database_url)) if ok else None
+    ok = _trade_session(url) if url is not None else False
+    print(f"data docs: file://{pipeline.gx_root / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
+    print(f"validation reports: {pipeline.reports}/<model>/<version>.md (charts beside them)")
+    print(f"demo finished in {time.perf_counter() - wall:.1f} s; `make stop` stops the servers and the service")
+    return 0 if ok else 1
+
+
+async def _prepare() -> ServiceUrls:
+    """Start (or reuse) the embedded servers, migrate, and import the recordings that are there."""
+    settings = FeatureStoreSettings.from_env()
     started = time.perf_counter()
     urls = resolve_service_urls(settings)
     where = f"embedded under {settings.home}" if urls.embedded else "from DATABASE_URL/REDIS_URL"
@@ -76,13 +91,7 @@ async def run_demo() -> int:
             print(f"recordings: skipped, {recordings} not found (set RRR_RECORDINGS_DIR)")
     finally:
         await pool.close()
-    ok = _pipeline(pipeline)
-    url = await _serve(urls.database_url) if ok else None
-    ok = _trade_session(url) if url is not None else False
-    print(f"data docs: file://{pipeline.gx_root / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
-    print(f"validation reports: {pipeline.reports}/<model>/<version>.md")
-    print(f"demo finished in {time.perf_counter() - wall:.1f} s; `make stop` stops the servers and the service")
-    return 0 if ok else 1
+    return urls
 
 
 def _pipeline(settings: OrchestrationSettings) -> bool:
@@ -110,8 +119,12 @@ def _pipeline(settings: OrchestrationSettings) -> bool:
         )
     outcome = "succeeded" if result.success else "FAILED"
     print(f"  run {result.run_id} {outcome} in {time.perf_counter() - started:.1f} s")
+    shown_keys: set[str] = set()
     for event in result.get_asset_materialization_events():
-        meta = event.asset_materialization.metadata if event.asset_materialization else {}
+        if event.asset_key.to_user_string() in shown_keys:  # one line per asset, not one per daily partition
+            continue
+        shown_keys.add(event.asset_key.to_user_string())
+        meta = event.materialization.metadata
         shown = {k: v.value for k, v in meta.items() if isinstance(v.value, int | float | str)}
         shown = {k: v for k, v in shown.items() if len(str(v)) < 48}
         print(f"  {event.asset_key.to_user_string():28} " + ", ".join(f"{k}={v}" for k, v in list(shown.items())[:5]))
@@ -120,8 +133,6 @@ def _pipeline(settings: OrchestrationSettings) -> bool:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             print(f"  step {event.step_key} failed: {event.message}")
-    print(f"data docs: file://{settings.gx_root / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
-    print(f"validation reports: {settings.reports}/<model>/<version>.md (charts beside them)")
     print("the UI: `DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " .venv/bin/dagster dev` (reads workspace.yaml)")
     print("models: `.venv/bin/python -m serving.registry list`")
     return bool(result.success)
@@ -213,7 +224,7 @@ def _trade_session(url: str, seconds: int = 60) -> bool:
 
 def main() -> int:
     """Entry point of ``python -m orchestration.demo``."""
-    return asyncio.run(run_demo())
+    return run_demo()
 
 
 if __name__ == "__main__":

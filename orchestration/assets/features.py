@@ -30,7 +30,8 @@ _SETS = ("price", "risk", "sentiment")
     ],
 )
 def offline_features(context: dg.AssetExecutionContext, postgres: PostgresResource) -> Iterator[Any]:
-    """Price, risk and sentiment features with forward-return labels for every stored bar, in the offline store."""
+    """Price, risk and sentiment features with forward-return labels for the bars stored in the partitions'
+    days, in the offline store."""
     from feature_store.features import FEATURE_SETS
     from feature_store.market_data import MarketDataStore
     from feature_store.materialize import materialize_features
@@ -40,12 +41,9 @@ def offline_features(context: dg.AssetExecutionContext, postgres: PostgresResour
     s = settings()
 
     async def build(pool: Any) -> tuple[Any, dict[str, Any], tuple[int, int]]:
-        row = await pool.fetchrow(
-            "SELECT min(start_ns) AS first, max(start_ns) AS last FROM bars WHERE interval_s = $1", 60
-        )
-        if row["first"] is None:
-            raise dg.Failure("no bars are stored: materialize the market data partitions first")
-        start, end = int(row["first"]), int(row["last"]) + 60 * 10**9
+        # Only the partitions' days: bars an engine session stored later (or recordings from other
+        # years) would stretch the gap-filled grid over every minute in between.
+        start, end = await stored_window(pool)
         offline = PostgresOfflineStore(pool)
         summary = await materialize_features(
             MarketDataStore(pool), offline, None, list(FEATURE_SETS.values()), start, end

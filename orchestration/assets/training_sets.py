@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from orchestration.assets.common import settings
+from orchestration.assets.common import settings, stored_window
 from orchestration.resources import PostgresResource
 
 GROUP = "training"
@@ -21,12 +21,8 @@ async def stored_bars(pool: Any) -> Any:
     """Every stored 1-minute bar inside the partitions' days."""
     from feature_store.market_data import MarketDataStore
 
-    row = await pool.fetchrow(
-        "SELECT min(start_ns) AS first, max(start_ns) AS last FROM bars WHERE interval_s = $1", 60
-    )
-    if row["first"] is None:
-        raise dg.Failure("no bars are stored: materialize the market data partitions first")
-    return await MarketDataStore(pool).read_bars(int(row["first"]), int(row["last"]) + 1, interval_s=60)
+    first, end = await stored_window(pool)
+    return await MarketDataStore(pool).read_bars(first, end, interval_s=60)
 
 
 @dg.asset(group_name=GROUP, deps=["news"], kinds={"parquet"})

@@ -62,8 +62,49 @@ def _latest(instance: dg.DagsterInstance, key: str) -> dict[str, object] | None:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
+_STRAY_BARS = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    import pandas as pd
+    from feature_store.database import open_pool
+    from feature_store.market_data import MarketDataStore
+
+    async def main():
+        pool = await open_pool(os.environ["DATABASE_URL"])
+        try:
+            for symbol, ts in zip(sys.argv[1::2], sys.argv[2::2]):  # one write each: one day's partition each
+                bar = {
+                    "symbol": [symbol], "interval_s": 60, "start_ns": [int(ts)], "open": 10.0, "high": 10.0,
+                    "low": 10.0, "close": 10.0, "volume": 1.0, "buy_volume": 0.5, "vwap": 10.0, "trades": 1,
+                }
+                await MarketDataStore(pool).write_bars(pd.DataFrame(bar))
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+def _partition_bounds_ns(env: dict[str, str]) -> tuple[int, int]:
+    from orchestration.config import OrchestrationSettings
+
+    s = OrchestrationSettings.from_env(env)
+    assert s.partitions_end is not None
+    start = s.synthetic_start_ns()
+    return start, start + (s.partitions_end - s.partitions_start).days * 86_400 * 10**9
+
+
 @pytest.fixture(scope="module")
 def whole_loop(loop_env: dict[str, str]) -> dict[str, str]:
+    # Bars outside the partitions' days, as an engine session or an old recording leaves them:
+    # the features and training sets must keep to the partitions' days.
+    start, end = _partition_bounds_ns(loop_env)
+    stray = ["EARLY-USD", str(start - 400 * 86_400 * 10**9), "LATE-USD", str(end + 3 * 86_400 * 10**9)]
+    out = subprocess.run(
+        [sys.executable, "-c", _STRAY_BARS, *stray], env=loop_env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
     out = _dagster(loop_env, "job", "execute", "-m", "orchestration.definitions", "-j", "whole_loop")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     return loop_env
@@ -94,6 +135,9 @@ def test_the_documented_command_runs_the_whole_graph_and_promotes_three_models(w
     assert list((home / "reports" / "price").glob("*_cumulative_ic.svg"))
     assert list((home / "reports" / "risk").glob("*_SP500_var.svg"))
     assert (home / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    first, end = (int(x) for x in str(_latest(instance, "offline_features")["window"]).split()[::2])  # type: ignore[index]
+    low, high = _partition_bounds_ns(whole_loop)
+    assert low <= first and end <= high, "features were computed outside the partitions' days"
     price_report = _latest(instance, "price_validation_report")
     assert price_report is not None and "Cumulative IC" not in str(price_report["summary"])  # charts are separate
     assert "data:image/svg+xml;base64," in str(price_report["charts"])
