@@ -172,9 +172,12 @@ def test_live_run_then_backtest_agree_and_a_killed_backtest_resumes_exactly(stac
     proc = _backtest_cli(stack, "crash", "--pace", "0.15")
 
     async def decided() -> int:
+        # Orders are stored before they are sent, the checkpoint after the bar's journal: wait for both.
         conn = await asyncpg.connect(database_url)
         try:
-            return int(await conn.fetchval("SELECT count(*) FROM orders WHERE account = 'crash'"))
+            orders = int(await conn.fetchval("SELECT count(*) FROM orders WHERE account = 'crash'"))
+            checkpoint = await conn.fetchval("SELECT checkpoint_bar_ns FROM accounts WHERE account = 'crash'")
+            return orders if checkpoint is not None else 0
         finally:
             await conn.close()
 
