@@ -106,6 +106,7 @@ class RecorderStats:
     """Counters of the recorder (exported as Prometheus metrics)."""
 
     accepted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    # Rows known to be in the database, this attempt's or an earlier one's.
     written: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     batches_written: int = 0
     batches_already_stored: int = 0
@@ -291,9 +292,12 @@ class Recorder:
                 self._reject(batch, exc)
             else:
                 self.stats.write_seconds.append(time.perf_counter() - started)
+                # Already stored: an earlier attempt committed and its reply was lost (or an
+                # earlier run wrote it from the spool). Its rows are in the database all the
+                # same, so they count as written: accepted == written + pending + rejected.
+                self.stats.written[batch.table] += len(batch.rows)
                 if stored:
                     self.stats.batches_written += 1
-                    self.stats.written[batch.table] += len(batch.rows)
                 else:
                     self.stats.batches_already_stored += 1
             self._queue.popleft()

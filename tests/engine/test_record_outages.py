@@ -72,7 +72,8 @@ def test_every_acknowledged_row_is_stored_once_across_outages(tmp_path: Path) ->
     assert summary.pending_rows == 0 and summary.spooled_batches == 0
     for table in ("trades", "bars", "book_snapshots", "features"):
         assert summary.accepted[table] > 0, table
-        assert counts[table] == summary.accepted[table] == summary.written[table], table
+        assert counts[table] == summary.accepted[table], f"{table}: rows in the database vs accepted"
+        assert summary.written[table] == summary.accepted[table], f"{table}: rows counted written vs accepted"
     assert counts["duplicate_trades"] == 0 and counts["duplicate_books"] == 0
     assert int(latest.ts_ns[0]) == summary.plane["last_close_ns"]
 

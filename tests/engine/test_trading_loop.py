@@ -157,6 +157,7 @@ def test_live_run_then_backtest_agree_and_a_killed_backtest_resumes_exactly(stac
     live_decisions = [d for d in a["decisions"] if d[0] <= last_bar]
     assert len(b["decisions"]) > 50 and live_decisions == b["decisions"]
     live_orders = [o for o in a["orders"] if int(o[0].rsplit("-", 2)[1]) <= last_bar]
+
     # An order still open where the data ends may be cancelled or expire in the live run, which
     # goes on after the last trade; everything up to the end of the data must be the same.
     def settled(orders: list[tuple], open_at_end: set[str]) -> list[tuple]:
