@@ -125,6 +125,7 @@ class TradeSummary:
     trades: int
     feeds: dict[str, dict[str, Any]] = field(default_factory=dict)
     killed: str | None = None
+    last_error: str = ""  # the latest model, risk, journal or order-store failure, if any
 
     def lines(self) -> list[str]:
         def ms(pair: tuple[float | None, float | None]) -> str:
@@ -143,6 +144,8 @@ class TradeSummary:
             f"  model failures {self.model_failures}, breaker opened {self.breaker_opens} times, "
             f"journal write failures {self.journal_failures}",
         ]
+        if self.last_error:
+            out.append(f"  last error: {self.last_error}")
         if self.killed:
             out.append(f"  KILL SWITCH: {self.killed}")
         return out
@@ -183,6 +186,7 @@ def _summary(trader: Trader, seconds: float, trades: int, feeds: list[FeedClient
         trades=trades,
         feeds={f.venue: f.stats.as_dict() for f in feeds or []},
         killed=core.risk.killed,
+        last_error=trader.stats.last_error,
     )
 
 
