@@ -27,15 +27,25 @@ DAILY = daily_partitions()
 ONE_RUN = dg.BackfillPolicy.single_run()
 
 
+def partition_days_ns() -> tuple[int, int]:
+    """``[start, end)`` of the partitions' days in epoch ns (open-ended without an end date).
+
+    Assets reading the whole store keep to these days: the same database also holds what the
+    engine records (today's bars, real recordings) and that must not stretch their grids.
+    """
+    s = settings()
+    low = s.synthetic_start_ns()
+    high = low + ((s.partitions_end - s.partitions_start).days * 86_400 * 10**9 if s.partitions_end else 2**62)
+    return low, high
+
+
 async def stored_window(pool: Any, interval_s: int = 60) -> tuple[int, int]:
     """``[first, last + 1 bar)`` of the bars stored inside the partitions' days, in epoch ns.
 
     Raises:
         dagster.Failure: no bars are stored in those days.
     """
-    s = settings()
-    low = s.synthetic_start_ns()
-    high = low + ((s.partitions_end - s.partitions_start).days * 86_400 * 10**9 if s.partitions_end else 2**62)
+    low, high = partition_days_ns()
     row = await pool.fetchrow(
         "SELECT min(start_ns) AS first, max(start_ns) AS last FROM bars"
         " WHERE interval_s = $1 AND start_ns >= $2 AND start_ns < $3",

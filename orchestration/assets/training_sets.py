@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from orchestration.assets.common import settings, stored_window
+from orchestration.assets.common import partition_days_ns, settings, stored_window
 from orchestration.resources import PostgresResource
 
 GROUP = "training"
@@ -33,15 +33,11 @@ def sentiment_training_set(context: dg.AssetExecutionContext, postgres: Postgres
     async def read(pool: Any) -> Any:
         from feature_store.market_data import MarketDataStore
 
-        first, last = (
-            await pool.fetchval("SELECT min(ts_ns) FROM news"),
-            await pool.fetchval("SELECT max(ts_ns) FROM news"),
-        )
-        if first is None:
-            raise dg.Failure("no news is stored: materialize the market data partitions first")
-        return await MarketDataStore(pool).read_news(int(first), int(last) + 1)
+        return await MarketDataStore(pool).read_news(*partition_days_ns())
 
     news = postgres.run(read)
+    if news.empty:
+        raise dg.Failure("no news is stored in the partitions' days: materialize the market data partitions first")
     labelled = news[news["label"].notna()].reset_index(drop=True)
     if labelled.empty:
         raise dg.Failure(f"none of the {len(news)} stored headlines carries a sentiment label to train on")
@@ -51,6 +47,7 @@ def sentiment_training_set(context: dg.AssetExecutionContext, postgres: Postgres
         metadata={
             "rows": len(labelled),
             "unlabelled_left_out": len(news) - len(labelled),
+            "window": f"{int(news['ts_ns'].min())} .. {int(news['ts_ns'].max()) + 1} ns",
             "label_shares": dg.MetadataValue.json({str(int(k)): round(float(v), 4) for k, v in balance.items()}),
             "path": dg.MetadataValue.path(str(path)),
         }

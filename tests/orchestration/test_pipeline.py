@@ -62,7 +62,7 @@ def _latest(instance: dg.DagsterInstance, key: str) -> dict[str, object] | None:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-_STRAY_BARS = textwrap.dedent(
+_STRAY_ROWS = textwrap.dedent(
     """
     import asyncio, os, sys
     import pandas as pd
@@ -78,6 +78,9 @@ _STRAY_BARS = textwrap.dedent(
                     "low": 10.0, "close": 10.0, "volume": 1.0, "buy_volume": 0.5, "vwap": 10.0, "trades": 1,
                 }
                 await MarketDataStore(pool).write_bars(pd.DataFrame(bar))
+                headline = {"ts_ns": [int(ts)], "symbols": [(symbol,)], "headline": [f"{symbol} stray"],
+                            "source": ["test"], "label": [1]}
+                await MarketDataStore(pool).write_news(pd.DataFrame(headline))
         finally:
             await pool.close()
 
@@ -97,12 +100,12 @@ def _partition_bounds_ns(env: dict[str, str]) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def whole_loop(loop_env: dict[str, str]) -> dict[str, str]:
-    # Bars outside the partitions' days, as an engine session or an old recording leaves them:
+    # Bars and headlines outside the partitions' days, as an engine session or an old recording leaves them:
     # the features and training sets must keep to the partitions' days.
     start, end = _partition_bounds_ns(loop_env)
     stray = ["EARLY-USD", str(start - 400 * 86_400 * 10**9), "LATE-USD", str(end + 3 * 86_400 * 10**9)]
     out = subprocess.run(
-        [sys.executable, "-c", _STRAY_BARS, *stray], env=loop_env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _STRAY_ROWS, *stray], env=loop_env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-3000:]
     out = _dagster(loop_env, "job", "execute", "-m", "orchestration.definitions", "-j", "whole_loop")
@@ -138,6 +141,8 @@ def test_the_documented_command_runs_the_whole_graph_and_promotes_three_models(w
     first, end = (int(x) for x in str(_latest(instance, "offline_features")["window"]).split()[::2])  # type: ignore[index]
     low, high = _partition_bounds_ns(whole_loop)
     assert low <= first and end <= high, "features were computed outside the partitions' days"
+    first, end = (int(x) for x in str(_latest(instance, "sentiment_training_set")["window"]).split()[::2])  # type: ignore[index]
+    assert low <= first and end <= high, "the sentiment training set reads news outside the partitions' days"
     price_report = _latest(instance, "price_validation_report")
     assert price_report is not None and "Cumulative IC" not in str(price_report["summary"])  # charts are separate
     assert "data:image/svg+xml;base64," in str(price_report["charts"])
