@@ -68,7 +68,13 @@ class RedisOnlineStore(LayoutReads):
         self.layout = layout or OnlineLayout()
         self._write_script = client.register_script(_WRITE)
         self._prepared: dict[tuple[str, str], tuple[tuple[str, ...], list[str]]] = {}
-        self._read_prepared: tuple[tuple[tuple[str, str], ...], list[str], list[str]] = ((), [], [])
+        # The last multi-set read: (sets, symbols, keys, the MGET command packed once).
+        self._read_prepared: tuple[tuple[tuple[str, str], ...], list[str], list[str], list[bytes] | None] = (
+            (),
+            [],
+            [],
+            None,
+        )
 
     @classmethod
     def from_url(cls, url: str, layout: OnlineLayout | None = None) -> RedisOnlineStore:
@@ -167,21 +173,44 @@ class RedisOnlineStore(LayoutReads):
     def _fetch_many(
         self, feature_sets: Sequence[FeatureSet], symbols: Sequence[str]
     ) -> list[tuple[bytes | None, list[bytes | None]]]:
-        # A model reads the same symbols every bar: building 2,000 key names once pays (~0.7 ms).
+        # A model reads the same symbols every bar: building 2,000 key names (~0.7 ms) and
+        # packing them into the MGET command (~0.6 ms) once pays.
         sets = tuple((fs.name, fs.version) for fs in feature_sets)
-        last_sets, last_symbols, keys = self._read_prepared
+        last_sets, last_symbols, keys, packed = self._read_prepared
         if sets != last_sets or last_symbols != symbols:
             keys = []
             for fs in feature_sets:
                 keys.append(self.layout.version_key(fs))
                 keys.extend(self.layout.key(fs, s) for s in symbols)
-            self._read_prepared = (sets, list(symbols), keys)
-        values = self._call(lambda: self._client.mget(keys), "read", feature_sets[0]) if keys else []
+            packed = None
+        values, packed = self._call(lambda: self._mget(keys, packed), "read", feature_sets[0]) if keys else ([], None)
+        self._read_prepared = (sets, list(symbols), keys, packed)
         out, step = [], len(symbols) + 1
         for i in range(len(feature_sets)):
             chunk = values[i * step : (i + 1) * step]
             out.append((chunk[0], list(chunk[1:])))
         return out
+
+    def _mget(self, keys: list[str], packed: list[bytes] | None) -> tuple[list[bytes | None], list[bytes]]:
+        """``MGET keys`` and the packed command, sending ``packed`` when given instead of
+        packing the command again; retried like any command of the client."""
+        pool = self._client.connection_pool
+        conn: Any = pool.get_connection()  # redis-py leaves the connection methods untyped
+        try:
+            command = packed if packed is not None else conn.pack_command("MGET", *keys)
+
+            def attempt() -> list[bytes | None]:
+                conn.send_packed_command(command)
+                return conn.read_response()  # type: ignore[no-any-return]
+
+            return conn.retry.call_with_retry(attempt, lambda _error: conn.disconnect()), command
+        except redis.ResponseError:
+            raise  # the server answered: the connection is in step
+        except BaseException:
+            conn.disconnect()  # a reply may be half read: never reuse this connection
+            raise
+        finally:
+            pool.release(conn)
 
     def _call(self, action: Any, what: str, feature_set: FeatureSet) -> Any:
         try:

@@ -404,7 +404,7 @@ def forecast_online(
         served, online, symbols, ts_ns, max_age_s=max_age_s, partial=partial
     )
     mean, sd = price.predict(served.model, windows)
-    return Forecast(names, mean, sd, [int(t) for t in last], rejected)
+    return Forecast(names, mean, sd, last.tolist(), rejected)
 
 
 def check_windows(served: Served, windows: np.ndarray, features: Sequence[str] | None) -> np.ndarray:

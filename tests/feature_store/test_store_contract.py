@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 
 from feature_store.database import open_pool
 from feature_store.errors import (
@@ -188,6 +189,36 @@ def test_an_unreachable_redis_is_a_storage_error() -> None:
     store = RedisOnlineStore.from_url("redis://127.0.0.1:1/0")
     with pytest.raises(StorageError, match="online read of feature set 'risk' failed"):
         store.read_latest(RISK, ["A"])
+    with pytest.raises(StorageError, match="online read of feature set 'price' failed"):
+        store.read_windows_many([PRICE, RISK], ["A"], 4)
+
+
+def test_repeated_reads_of_the_same_symbols_see_new_bars_and_survive_a_dropped_connection(
+    service_urls: ServiceUrls,
+) -> None:
+    """The engine and the service read the same symbols every bar (the read command is
+    prepared once): each read must still see what was written since, and a connection the
+    server dropped is replaced."""
+    layout = OnlineLayout(prefix="test:" + secrets.token_hex(4), window=8, ttl_s=3600.0)
+    store = RedisOnlineStore.from_url(service_urls.redis_url, layout)
+    admin = redis.Redis.from_url(service_urls.redis_url)
+    try:
+        for i in range(3):
+            store.write_latest(RISK, T0 + i * MINUTE, ["A", "B"], vectors(2, i))
+            store.write_latest(PRICE, T0 + i * MINUTE, ["A", "B"], vectors(2, 10 + i, len(PRICE)))
+            got = store.read_windows_many([PRICE, RISK], ["A", "B"], 2, as_of_ns=T0 + i * MINUTE)
+            np.testing.assert_array_equal(got[1].values[:, -1], vectors(2, i).astype(np.float32))
+            np.testing.assert_array_equal(got[0].values[:, -1], vectors(2, 10 + i, len(PRICE)).astype(np.float32))
+        assert admin.client_kill_filter(_id=store._client.client_id()) == 1  # the server drops the store's connection
+        again = store.read_windows_many([PRICE, RISK], ["A", "B"], 2, as_of_ns=T0 + 2 * MINUTE)
+        np.testing.assert_array_equal(again[1].values, got[1].values)
+        other = store.read_windows_many([RISK], ["B"], 3)  # another read in between, then the first again
+        assert other[0].symbols == ("B",) and other[0].values.shape == (1, 3, len(RISK))
+        again = store.read_windows_many([PRICE, RISK], ["A", "B"], 2)
+        np.testing.assert_array_equal(again[0].values, got[0].values)
+    finally:
+        admin.close()
+        store.close()
 
 
 # --- offline --------------------------------------------------------------------------------
