@@ -47,7 +47,7 @@ async def _run(home: Path, service_url: str, redis_url: str) -> tuple[object, ob
             spool_dir=home / "spool",
         )
         trading = TradingOptions(
-            account="bench", serving_url=service_url, params=StrategyParams(entry_z=0.5), model_timeout_s=1.0
+            account="bench", serving_url=service_url, params=StrategyParams(gross=0.02, cap=0.005), model_timeout_s=1.0
         )
         summary = await run_trading(options, trading, database_url=database_url, redis_url=redis_url)
         return summary, None

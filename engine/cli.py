@@ -37,7 +37,7 @@ from engine.replay.server import ReplayExchange
 from engine.trade import BacktestOptions, TradeSummary, TradingOptions, account_status, backtest, run_trading
 from engine.trading.execution import PaperCosts
 from engine.trading.risk import RiskLimits
-from engine.trading.strategy import StrategyParams
+from engine.trading.strategy import FAMILIES, ORDER_TYPES, StrategyParams
 from feature_store.config import FeatureStoreSettings
 from feature_store.errors import FeatureStoreError
 from feature_store.features.catalog import FEATURE_SETS
@@ -126,7 +126,9 @@ def _trading_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--initial-cash", type=_decimal, default=Decimal(1_000_000), help="cash of a new account")
     p.add_argument("--serving-url", default=None, help="model service (default RRR_SERVING_URL or :3000)")
     p.add_argument("--model-timeout", type=_positive_float, default=0.5, help="seconds per forecast call")
-    p.add_argument("--order-ttl", type=_positive_float, default=5.0, help="seconds an order may wait for fills")
+    p.add_argument(
+        "--order-ttl", type=_positive_float, default=None, help="seconds an order may wait for fills (default: one bar)"
+    )
     p.add_argument("--grace", type=_positive_float, default=0.25, help="seconds late trades may still join a bar")
     p.add_argument("--max-position-notional", type=_decimal, default=limits.max_position_notional)
     p.add_argument("--max-gross-notional", type=_decimal, default=limits.max_gross_notional)
@@ -139,8 +141,19 @@ def _trading_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maker-fee-bps", type=_decimal, default=costs.maker_fee_bps, help="paper maker fee")
     p.add_argument("--slippage-bps", type=_decimal, default=costs.slippage_bps, help="paper slippage")
     p.add_argument("--participation", type=_decimal, default=costs.participation, help="share of a trade a fill takes")
-    p.add_argument("--risk-per-symbol", type=_positive_float, default=params.risk_per_symbol)
-    p.add_argument("--entry-z", type=_positive_float, default=params.entry_z)
+    s = p.add_argument_group(
+        "strategy overrides",
+        "the engine trades the strategy the price model was validated with (published by the model "
+        "service); each flag given overrides one parameter, with a warning",
+    )
+    s.add_argument("--strategy-family", choices=FAMILIES, default=None, help=f"default: validated ({params.family})")
+    s.add_argument("--gross", type=_positive_float, default=None, help="gross exposure, a fraction of equity")
+    s.add_argument("--cap", type=_positive_float, default=None, help="largest weight of one symbol")
+    s.add_argument("--band", type=_positive_float, default=None, help="no-trade band, in weight")
+    s.add_argument("--holding", type=int, default=None, help="bars over which the book moves to a new target")
+    s.add_argument("--entry-z", type=_positive_float, default=None, help="per-symbol: |mean/sd| to open")
+    s.add_argument("--exit-z", type=_positive_float, default=None, help="per-symbol: |mean/sd| to keep")
+    s.add_argument("--order-type", choices=ORDER_TYPES, default=None, help="market or limit (at the bar close)")
     p.add_argument(
         "--warmup-bars",
         type=int,
@@ -148,6 +161,23 @@ def _trading_arguments(p: argparse.ArgumentParser) -> None:
         help="bars of history to warm the features up with (replay: from the synthetic market; else stored bars)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+_OVERRIDES = {
+    "strategy_family": "family",
+    "gross": "gross",
+    "cap": "cap",
+    "band": "band",
+    "holding": "holding",
+    "entry_z": "entry_z",
+    "exit_z": "exit_z",
+    "order_type": "order_type",
+}
+
+
+def _strategy_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The strategy flags given on the command line (checked when they meet the served strategy)."""
+    return {field: getattr(args, flag) for flag, field in _OVERRIDES.items() if getattr(args, flag, None) is not None}
 
 
 def _trading_options(args: argparse.Namespace) -> TradingOptions:
@@ -174,7 +204,7 @@ def _trading_options(args: argparse.Namespace) -> TradingOptions:
                 slippage_bps=args.slippage_bps,
                 participation=args.participation,
             ),
-            params=StrategyParams(risk_per_symbol=args.risk_per_symbol, entry_z=args.entry_z),
+            strategy_overrides=_strategy_overrides(args),
             news=getattr(args, "news", None),
             warmup_bars=args.warmup_bars,
             namespace=getattr(args, "online_namespace", None),
@@ -385,6 +415,14 @@ async def _status(args: argparse.Namespace) -> int:
     print(f"account {status['account']}: equity {status['equity']}", end=" ")
     print(f"(PnL {status['pnl']}, realized {status['realized_pnl']})")
     print(f"  cash {status['cash']} of {status['initial_cash']}; kill switch: {status['kill_switch'] or 'not tripped'}")
+    strategy = status["strategy"]
+    if strategy:
+        params = StrategyParams.from_json({k: v for k, v in strategy.items() if k != "since_ns"})
+        print(f"  strategy: {params.describe()}")
+        print(f"    in force since {strategy.get('since_ns')} (ns); parameters: ", end="")
+        print(", ".join(f"{k}={v}" for k, v in sorted(strategy.items()) if k not in ("origin", "since_ns")))
+    else:
+        print("  strategy: none recorded (the account has not traded yet)")
     print(f"  positions ({len(status['positions'])}):")
     for p in status["positions"]:
         print(f"    {p['symbol']:<12} {p['quantity']:>16} @ {p['average_price']} (mark {p['mark']})")

@@ -118,6 +118,19 @@ class EngineCollector(Collector):
         for check, n in sorted(core.stats.denials_by_check.items()):
             denials.add_metric([check], n)
         yield denials
+        # Why symbols were held rather than traded (inside the no-trade band, below the minimum
+        # order, no price yet...): a run that sends no order says why here.
+        holds = CounterMetricFamily("rrr_engine_holds", "decisions that sent no order, by reason", labels=["reason"])
+        for reason, n in sorted(core.stats.holds_by_reason.items()):
+            holds.add_metric([reason], n)
+        yield holds
+        strategy = GaugeMetricFamily(
+            "rrr_engine_strategy_info",
+            "the strategy in force (1) and the model it came from",
+            labels=["family", "origin"],
+        )
+        strategy.add_metric([core.params.family, core.params.origin], 1)
+        yield strategy
         portfolio = core.portfolio
         equity = portfolio.equity()
         drawdown = (portfolio.peak_equity - equity) / portfolio.peak_equity if portfolio.peak_equity > 0 else 0

@@ -42,11 +42,20 @@ from engine.trading.trader import Trader
 from feature_store.database import open_pool
 from feature_store.errors import StorageError
 from feature_store.features.catalog import FEATURE_SETS
+from feature_store.market_data import MarketDataStore
 from feature_store.records import NS_PER_S, Bar, Trade
 from feature_store.redis_store import RedisOnlineStore
 from serving.client import ModelClient, RequestRejected, ServiceUnavailable
 
-__all__ = ["BacktestOptions", "TradeSummary", "TradingOptions", "account_status", "backtest", "run_trading"]
+__all__ = [
+    "BacktestOptions",
+    "TradeSummary",
+    "TradingOptions",
+    "account_status",
+    "backtest",
+    "run_trading",
+    "stored_trades",
+]
 
 log = logging.getLogger("engine.trade")
 
@@ -63,11 +72,14 @@ class TradingOptions:
     model_timeout_s: float = 0.5
     breaker_failures: int = 3
     breaker_cooldown_s: float = 5.0
-    order_ttl_s: float = 5.0
+    order_ttl_s: float | None = None  # None: one bar (an order waits for the bar's trades, then is replaced)
     grace_s: float = 0.25
     limits: RiskLimits = field(default_factory=RiskLimits)
     costs: PaperCosts = field(default_factory=PaperCosts)
-    params: StrategyParams = field(default_factory=StrategyParams)
+    # None: trade the strategy the price model was validated with (from the service), with
+    # ``strategy_overrides`` (CLI flags) on top; set: trade exactly these, whatever is served.
+    params: StrategyParams | None = None
+    strategy_overrides: dict[str, Any] = field(default_factory=dict)
     news: Path | None = None
     warmup_bars: int = 800
     namespace: str | None = None  # online features under their own namespace (a demo beside live data)
@@ -79,7 +91,7 @@ class TradingOptions:
             raise ConfigError(f"initial cash must be > 0, got {self.initial_cash}")
         if self.warmup_bars < 0:
             raise ConfigError(f"warm-up bars must be >= 0, got {self.warmup_bars}")
-        if self.model_timeout_s <= 0 or self.order_ttl_s <= 0 or self.grace_s < 0:
+        if self.model_timeout_s <= 0 or (self.order_ttl_s is not None and self.order_ttl_s <= 0) or self.grace_s < 0:
             raise ConfigError("model timeout and order TTL must be > 0 and grace >= 0")
 
 
@@ -126,6 +138,28 @@ class TradeSummary:
     feeds: dict[str, dict[str, Any]] = field(default_factory=dict)
     killed: str | None = None
     last_error: str = ""  # the latest model, risk, journal or order-store failure, if any
+    strategy: str = ""  # the strategy in force and where it came from
+    holds: dict[str, int] = field(default_factory=dict)  # decisions that sent no order, by reason
+    bars_without_model: int = 0
+
+    def why_no_orders(self) -> str:
+        """Why a run that decided sent no order (empty when it sent some or decided nothing)."""
+        if self.orders or not self.bars:
+            return ""
+        reasons = []
+        if self.bars_without_model:
+            reasons.append(f"{self.bars_without_model} of {self.bars} bars had no forecast from the model service")
+        names = {
+            "inside_band": "inside the no-trade band",
+            "below_min_order": "change below the minimum order",
+            "no price yet": "no trade seen yet",
+            "stale_forecast": "forecast for another bar",
+        }
+        for reason, n in sorted(self.holds.items(), key=lambda item: -item[1]):
+            reasons.append(f"{n} holds: {names.get(reason, reason)}")
+        for check, n in sorted(self.denials.items()):
+            reasons.append(f"{n} denied by {check}")
+        return "; ".join(reasons) or "no symbol was forecast"
 
     def lines(self) -> list[str]:
         def ms(pair: tuple[float | None, float | None]) -> str:
@@ -144,6 +178,11 @@ class TradeSummary:
             f"  model failures {self.model_failures}, breaker opened {self.breaker_opens} times, "
             f"journal write failures {self.journal_failures}",
         ]
+        if self.strategy:
+            out.append(f"  strategy: {self.strategy}")
+        why = self.why_no_orders()
+        if why:
+            out.append(f"  NO ORDERS: {why}")
         if self.last_error:
             out.append(f"  last error: {self.last_error}")
         if self.killed:
@@ -152,6 +191,7 @@ class TradeSummary:
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["why_no_orders"] = self.why_no_orders()
         return json.loads(orjson.dumps(out, default=str))  # type: ignore[no-any-return]
 
 
@@ -187,6 +227,9 @@ def _summary(trader: Trader, seconds: float, trades: int, feeds: list[FeedClient
         feeds={f.venue: f.stats.as_dict() for f in feeds or []},
         killed=core.risk.killed,
         last_error=trader.stats.last_error,
+        strategy=core.params.describe(),
+        holds=dict(core.stats.holds_by_reason),
+        bars_without_model=core.stats.bars_without_model,
     )
 
 
@@ -196,28 +239,58 @@ async def _open_account(pool: asyncpg.Pool, options: TradingOptions) -> tuple[Tr
     return store, await store.load()
 
 
-def _core(options: TradingOptions, state: AccountState, venue: str) -> TradingCore:
+def _core(options: TradingOptions, state: AccountState, venue: str, interval_s: int) -> TradingCore:
+    ttl_s = options.order_ttl_s if options.order_ttl_s is not None else interval_s
     return TradingCore(
         options.account,
         state.portfolio,
         PaperBroker(options.costs),
         PreTradeRisk(options.limits),
-        options.params,
+        options.params or StrategyParams(origin="default (the price model's strategy not read yet)"),
         venue=venue,
-        order_ttl_ns=int(options.order_ttl_s * NS_PER_S),
+        order_ttl_ns=int(ttl_s * NS_PER_S),
     )
 
 
-async def _horizon(models: ModelClient) -> tuple[int, dict[str, str]]:
-    """The price model's horizon and the served versions, if the service answers."""
+@dataclass(frozen=True)
+class _Served:
+    """What the model service says it serves, as far as trading cares."""
+
+    horizon_bars: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
+    strategy: dict[str, Any] | None = None
+
+
+async def _served(models: ModelClient) -> _Served:
+    """The price model's horizon and strategy and the served versions, if the service answers."""
     try:
         versions = await models.versions()
     except (ServiceUnavailable, RequestRejected) as exc:
         log.warning("model service not answering yet (%s); trading opens no risk until it does", exc)
-        return 0, {}
+        return _Served()
     served = versions.get("models", {})
     tags = {name: str(info.get("tag")) for name, info in served.items() if isinstance(info, dict)}
-    return int(served.get("price", {}).get("horizon_bars", 0)), tags
+    price = served.get("price") or {}
+    strategy = price.get("strategy") if isinstance(price.get("strategy"), dict) else None
+    return _Served(int(price.get("horizon_bars", 0)), tags, strategy)
+
+
+async def _start_trader(trader: Trader, models: ModelClient, options: TradingOptions) -> None:
+    """The served versions, horizon and strategy in force before the first decision."""
+    served = await _served(models)
+    trader.horizon_bars, trader.model_versions = served.horizon_bars, served.tags
+    trader.strategy_fixed = options.params is not None
+    trader.strategy_overrides = dict(options.strategy_overrides)
+    if options.params is not None:
+        log.warning(
+            "trading the strategy given, not the one the price model was validated with: %s", options.params.describe()
+        )
+    if options.strategy_overrides:
+        log.warning(
+            "strategy parameters overridden by hand: %s (the validation chose others)",
+            ", ".join(f"{k}={v}" for k, v in sorted(options.strategy_overrides.items())),
+        )
+    await trader.adopt_strategy(served.tags.get("price"), served.strategy, time.time_ns())
 
 
 async def run_trading(
@@ -251,7 +324,7 @@ async def run_trading(
     try:
         store, state = await _open_account(pool, options)
         venue = record.venues[0]
-        core = _core(options, state, venue)
+        core = _core(options, state, venue, record.bar_seconds)
         breaker = CircuitBreaker(options.breaker_failures, options.breaker_cooldown_s)
         trader = Trader(
             core,
@@ -273,7 +346,7 @@ async def run_trading(
                 len(unsent),
             )
         core.submit(unsent)  # stored before a crash, never sent
-        trader.horizon_bars, trader.model_versions = await _horizon(models)
+        await _start_trader(trader, models, options)
         source = await MarketSource.open(record)
         exchange, symbols, urls, market = source.exchange, source.symbols, source.urls, source.market
         if not symbols:
@@ -380,6 +453,36 @@ async def _stored_bars(pool: asyncpg.Pool, symbols: list[str], bar_seconds: int,
     return [Bar(*r) for r in rows]
 
 
+async def _scored_news(
+    pool: asyncpg.Pool, trader: Trader, symbols: list[str], start_ns: int, end_ns: int
+) -> list[tuple[int, list[str], float]]:
+    """The stored headlines about ``symbols`` in ``[start_ns, end_ns)``, scored by the model service.
+
+    Raises:
+        EngineError: the sentiment model failed.
+    """
+    try:
+        frame = await MarketDataStore(pool).read_news(start_ns, end_ns, symbols)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise StorageError(f"reading stored news failed: {exc}") from exc
+    items = [
+        (int(t), [str(s) for s in syms], str(h))
+        for t, syms, h in frame[["ts_ns", "symbols", "headline"]].itertuples(index=False)
+    ]
+    out: list[tuple[int, list[str], float]] = []
+    for start in range(0, len(items), 64):
+        batch = items[start : start + 64]
+        try:
+            scored = await trader.models.sentiment([text for _, _, text in batch])
+        except (ServiceUnavailable, RequestRejected) as exc:
+            raise EngineError(f"the sentiment model failed on stored headlines: {exc}") from exc
+        for (ts_ns, mentioned, _), result in zip(batch, scored, strict=True):
+            out.append((ts_ns, mentioned, float(result["score"])))
+            trader.model_versions.update({k: v for k, v in result.get("models", {}).items() if k == "sentiment"})
+    trader.stats.news_scored += len(out)
+    return sorted(out, key=lambda item: item[0])
+
+
 async def _tail_news(path: Path, trader: Trader, stop: asyncio.Event, poll_s: float = 0.5) -> None:
     """Follow a JSON-lines file of headlines (``ts_ns``, ``symbols``, ``headline``) and score each
     new one as it arrives. Malformed lines are counted and dropped."""
@@ -407,9 +510,15 @@ async def _tail_news(path: Path, trader: Trader, stop: asyncio.Event, poll_s: fl
             await asyncio.wait_for(stop.wait(), timeout=poll_s)
 
 
-async def _stored_trades(
+async def stored_trades(
     pool: asyncpg.Pool, options: BacktestOptions, start_ns: int, end_ns: int
 ) -> Any:  # an async iterator of Trade
+    """The stored trades of ``options``' symbols and venue with ``start_ns <= ts <= end_ns``, in the
+    order every replay of them uses (time, symbol, venue, trade id), read an hour at a time.
+
+    Raises:
+        StorageError: PostgreSQL failed.
+    """
     step = int(options.chunk_s * NS_PER_S)
     lo = start_ns
     while lo <= end_ns:
@@ -483,7 +592,7 @@ async def backtest(
         if not await models.ready():
             raise ServiceUnreachableError(f"the model service at {models.url} is not ready")
         store, state = await _open_account(pool, options)
-        core = _core(options, state, data.venue or "paper")
+        core = _core(options, state, data.venue or "paper", data.bar_seconds)
         trader = Trader(
             core,
             store,
@@ -504,7 +613,7 @@ async def backtest(
                 len(state.open_orders),
             )
         core.submit(unsent)  # stored before a crash, never sent
-        trader.horizon_bars, trader.model_versions = await _horizon(models)
+        await _start_trader(trader, models, options)
         await asyncio.to_thread(online.clear_namespace)
         plane = DataPlane(
             symbols,
@@ -522,10 +631,22 @@ async def backtest(
         # A live run warms up with history ending where it starts, and its first trade can come
         # an interval or two later: two intervals of margin take all of that history.
         warm = options.warmup_bars + 2 if options.warmup_bars else 0
-        await plane.warm_up(await _stored_bars(pool, symbols, data.bar_seconds, first_interval, warm), record=False)
+        warm_bars = await _stored_bars(pool, symbols, data.bar_seconds, first_interval, warm)
+        # The stored headlines, scored by the served sentiment model: the features count each in
+        # the interval it was published in (warm-up included), the strategy from its time on.
+        news: list[tuple[int, list[str], float]] = []
+        if "sentiment" in data.feature_sets:
+            news = await _scored_news(pool, trader, symbols, first_interval - warm * interval_ns, hi + 1)
+            for ts_ns, mentioned, score in news:
+                plane.add_news(ts_ns, mentioned, score)
+        await plane.warm_up(warm_bars, record=False)
         trades = 0
+        headline = 0
         last_progress = time.monotonic()
-        async for trade in _stored_trades(pool, data, lo, hi):
+        async for trade in stored_trades(pool, data, lo, hi):
+            while headline < len(news) and news[headline][0] <= trade.ts_ns:
+                core.add_news(*news[headline])
+                headline += 1
             due = plane.next_close_ns()
             while due is not None and trade.ts_ns >= due:
                 await plane.close_interval(due - interval_ns - grace_ns)
@@ -556,6 +677,7 @@ async def account_status(database_url: str, account: str, *, decisions: int = 10
     try:
         store = TradingStore(pool, account)
         state = await store.load()
+        strategy = await store.strategy()
         portfolio = state.portfolio
         symbols = sorted(portfolio.positions)
         async with pool.acquire() as conn:
@@ -593,6 +715,7 @@ async def account_status(database_url: str, account: str, *, decisions: int = 10
         "pnl": fmt(portfolio.pnl()),
         "realized_pnl": fmt(portfolio.realized_pnl()),
         "kill_switch": state.kill_reason,
+        "strategy": strategy,
         "positions": [
             {
                 "symbol": p.symbol,

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration import automation
-from orchestration.assets import features, market_data, models, reports, training_sets
+from orchestration.assets import features, market_data, models, reports, strategy, training_sets
 from orchestration.resources import resources_from_env
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([market_data, features, training_sets, models, reports]),
+    assets=dg.load_assets_from_modules([market_data, features, training_sets, models, reports, strategy]),
     jobs=[
         automation.whole_loop,
         automation.market_data_job,

@@ -218,8 +218,33 @@ def _trade_session(url: str, seconds: int = 60) -> bool:
     if p50 is not None:
         print(f"  tick to decision p50 {p50:.1f} ms, p99 {p99:.1f} ms; model call p50 {s['model_call_ms'][0]:.1f} ms")
     print(f"  decided by {', '.join(f'{k}={v}' for k, v in sorted(s['model_versions'].items()))}")
+    print(f"  strategy: {s['strategy']}")
+    if not s["orders"]:
+        print(f"  NO ORDERS: {s['why_no_orders']}")
+    _compare_with_validation(s)
     print("  the account as stored: `.venv/bin/python -m engine status --account demo`")
     return True
+
+
+def _compare_with_validation(summary: dict[str, object]) -> None:
+    """The engine's PnL per bar beside what the promoted model's strategy made per bar on its holdout."""
+    from serving import registry
+    from serving.errors import ServingError
+
+    try:
+        record = registry.production("price")
+    except ServingError as exc:
+        print(f"  no production price model to compare with: {exc}")
+        return
+    validation = record.metadata.get("strategy_backtest") or {}
+    bars = int(summary["bars"]) or 1  # type: ignore[call-overload]
+    per_bar = float(summary["pnl"]) / bars  # type: ignore[arg-type]
+    expected = validation.get("pnl_per_bar")
+    if isinstance(expected, int | float):
+        print(
+            f"  PnL per bar {per_bar:+.2f} here vs {expected:+.2f} in {record.tag}'s holdout strategy backtest "
+            f"(a minute of another synthetic market is noise next to {int(validation.get('bars', 0)):,} bars)"
+        )
 
 
 def main() -> int:

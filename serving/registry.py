@@ -209,6 +209,23 @@ def load_state(tag: str, device: str = "cpu") -> tuple[dict[str, Any], dict[str,
     return state, config, record
 
 
+def annotate(tag: str, metadata: Mapping[str, Any], gates: Mapping[str, bool] | None = None) -> ModelRecord:
+    """Add ``metadata`` (and gates, merged into the recorded ones) to a stored model.
+
+    How a validation step that runs after training (the price model's strategy backtest)
+    records its result where promotion reads it.
+    """
+    bentoml = _bentoml()
+    with _locked():
+        model = bentoml.models.get(tag)
+        meta = model.info.metadata
+        meta.update(_plain(dict(metadata)))
+        if gates:
+            meta["gates"] = {**dict(meta.get("gates", {})), **{k: bool(v) for k, v in gates.items()}}
+        model.flush()
+    return get(tag)
+
+
 def _set_stage(tag: str, stage: str, **labels: str) -> None:
     bentoml = _bentoml()
     model = bentoml.models.get(tag)

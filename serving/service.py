@@ -434,7 +434,8 @@ class ModelService:
 
     @bentoml.api
     async def versions(self) -> JsonObject:
-        """The model versions served, the feature sets and columns they read, and the device."""
+        """The model versions served, the feature sets and columns they read, the device, and the
+        price model's strategy (what it was validated with, which the engine trades)."""
         served = self.slots.served()
         models = {
             name: {
@@ -450,6 +451,9 @@ class ModelService:
             models["price"]["features"] = list(price.config.features)
             models["price"]["window"] = price.config.window
             models["price"]["horizon_bars"] = price.config.horizon
+            # The strategy the model was validated with: the engine trades it (None: not fitted).
+            strategy = price.metadata.get("strategy")
+            models["price"]["strategy"] = dict(strategy) if isinstance(strategy, dict) else None
         return {
             "models": models,
             "ready": self.slots.ready,

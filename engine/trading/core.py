@@ -24,7 +24,7 @@ from engine.trading.execution import ExecutionClient
 from engine.trading.orders import QUANTUM, Fill, Order, order_id, price_of
 from engine.trading.portfolio import Portfolio
 from engine.trading.risk import PreTradeRisk, RiskEvent
-from engine.trading.strategy import SentimentBook, StrategyParams, target_notionals
+from engine.trading.strategy import SentimentBook, StrategyParams, target_weights
 from feature_store.records import Trade
 
 __all__ = ["Decision", "Forecasts", "Journal", "TradingCore"]
@@ -124,7 +124,10 @@ class CoreStats:
     bars_decided: int = 0
     bars_without_model: int = 0
     max_drawdown: float = 0.0
+    params_changes: int = 0
     denials_by_check: dict[str, int] = field(default_factory=dict)
+    # Why symbols were held rather than traded: inside_band, below_min_order, no price yet, ...
+    holds_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class TradingCore:
@@ -278,6 +281,14 @@ class TradingCore:
             expires_ns=now_ns + self.order_ttl_ns,
         )
 
+    def set_params(self, params: StrategyParams) -> bool:
+        """Trade with ``params`` from the next decision on (a hot swap); True if they changed."""
+        if params == self.params:
+            return False
+        self.params = params
+        self.stats.params_changes += 1
+        return True
+
     def _decide(self, bar_ns: int, forecasts: Forecasts, now_ns: int) -> list[Order]:
         portfolio, risk, params = self.portfolio, self.risk, self.params
         symbols = forecasts.symbols
@@ -286,43 +297,52 @@ class TradingCore:
         if risk.var99 is not None and risk.var99 > 0 and equity > 0:
             var_scale = min(1.0, params.var_budget * float(equity) / float(risk.var99))
         sentiment = self.sentiment.at(symbols, now_ns)
-        targets = target_notionals(
-            forecasts.mean,
-            forecasts.sd,
-            sentiment,
-            float(equity),
-            params,
-            max_notional=float(risk.limits.max_position_notional),
-            var_scale=var_scale,
+        marks = [portfolio.marks.get(s) for s in symbols]
+        held_qty = [portfolio.quantity(s) for s in symbols]
+        equity_f = float(equity)
+        held = np.array(
+            [
+                float(q * m) / equity_f if m is not None and q and equity_f > 0 else 0.0
+                for q, m in zip(held_qty, marks, strict=True)
+            ]
         )
+        current = np.array([forecasts.bars[i] == bar_ns for i in range(len(symbols))], dtype=bool)
+        mean = np.where(current, forecasts.mean, np.nan)
+        targets = target_weights(mean, forecasts.sd, held, params, sentiment=sentiment, var_scale=var_scale)
+        cap = float(risk.limits.max_position_notional)
+        notionals = np.clip(targets.weights * equity_f, -cap, cap) if equity_f > 0 else np.zeros(len(symbols))
         models, fsv = forecasts.models, forecasts.feature_set_version()
         var99 = float(risk.var99) if risk.var99 is not None else None
         decisions = self.journal.decisions
+        holds = self.stats.holds_by_reason
         orders: list[Order] = []
         min_notional = params.min_order_notional
         for i, symbol in enumerate(symbols):
             decision_id = f"{self.account}:{symbol}:{bar_ns}"
-            mark = portfolio.marks.get(symbol)
-            position = portfolio.positions.get(symbol)
-            held = position.quantity if position is not None else Decimal(0)
-            target_qty = Decimal(0)
-            action, reason = "hold", ""
-            if forecasts.bars[i] != bar_ns:
-                action, reason = "hold", f"forecast is for bar {forecasts.bars[i]}, not {bar_ns}"
+            mark = marks[i]
+            held_i = held_qty[i]
+            target_qty = held_i
+            action, reason, why = "hold", "", ""
+            if not current[i]:
+                why, reason = "stale_forecast", f"forecast is for bar {forecasts.bars[i]}, not {bar_ns}"
             elif mark is None:
-                action, reason = "hold", "no price yet"
+                why = reason = "no price yet"
+            elif targets.in_band[i]:
+                why, reason = "inside_band", f"inside the no-trade band ({params.band:g} of equity)"
             else:
-                target = float(targets[i])
-                if target or held:
-                    # Rounded towards zero: the target never exceeds the notional it was capped at.
-                    target_qty = (Decimal(repr(target)) / mark).quantize(QUANTUM, rounding=ROUND_DOWN)
-                delta = target_qty - held
+                target = float(notionals[i])
+                # Rounded towards zero: the target never exceeds the notional it was capped at.
+                target_qty = (Decimal(repr(target)) / mark).quantize(QUANTUM, rounding=ROUND_DOWN)
+                delta = target_qty - held_i
                 if abs(float(delta) * float(mark)) < min_notional:
-                    target_qty, reason = held, "at target"
+                    target_qty = held_i
+                    why, reason = "below_min_order", f"at target (change below {min_notional:g})"
                 else:
                     for open_order in self.broker.open_orders(symbol):
                         self._cancel(open_order.client_order_id, now_ns)
                     order = self._order(symbol, delta, bar_ns, now_ns, "t", decision_id)
+                    if params.order_type == "limit":
+                        order.order_type, order.limit_price = "limit", mark
                     last = self.last_trade.get(symbol)
                     denial = risk.check(order, mark, portfolio, (price_of(last[0]), last[1]) if last else None, now_ns)
                     if denial is not None:
@@ -332,6 +352,8 @@ class TradingCore:
                         risk.note_sent(now_ns)
                         action = order.side
                         orders.append(order)
+            if why:
+                holds[why] = holds.get(why, 0) + 1
             decisions.append(
                 Decision(
                     decision_id,

@@ -162,6 +162,28 @@ class TradingStore:
             raise StorageError(f"cannot open account {self.account!r}: {exc}") from exc
         return Decimal(cash)
 
+    async def set_strategy(self, strategy: dict[str, Any], now_ns: int) -> None:
+        """Record the strategy now in force (what ``engine status`` shows)."""
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    "UPDATE accounts SET strategy = $2::jsonb, strategy_ns = $3 WHERE account = $1",
+                    self.account,
+                    json.dumps(strategy, sort_keys=True),
+                    now_ns,
+                )
+        except _DB_ERRORS as exc:
+            raise StorageError(f"cannot record the strategy of account {self.account!r}: {exc}") from exc
+
+    async def strategy(self) -> dict[str, Any] | None:
+        """The strategy last put in force (with ``since_ns``), or None."""
+        try:
+            async with self.pool.acquire() as conn:
+                raw = await conn.fetchval("SELECT strategy FROM accounts WHERE account = $1", self.account)
+        except _DB_ERRORS as exc:
+            raise StorageError(f"cannot read the strategy of account {self.account!r}: {exc}") from exc
+        return json.loads(raw) if raw is not None else None
+
     async def load(self) -> AccountState:
         """The account rebuilt from the database (see the module docstring)."""
         try:

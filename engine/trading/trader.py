@@ -24,12 +24,13 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any
 
 from engine.dataplane import DataPlane
-from engine.errors import EngineError
+from engine.errors import ConfigError, EngineError
 from engine.feeds.book import OrderBook
 from engine.feeds.records import Quote
 from engine.latency import LatencyHistogram
@@ -38,6 +39,7 @@ from engine.trading.core import Forecasts, TradingCore
 from engine.trading.orders import Order, price_of
 from engine.trading.risk import RiskEvent
 from engine.trading.store import AccountState, TradingStore
+from engine.trading.strategy import StrategyParams
 from feature_store.errors import StorageError
 from feature_store.features.online import FeatureStep
 from feature_store.records import NS_PER_S, Bar, Trade
@@ -112,6 +114,11 @@ class Trader:
         self.catch_up_bar_ns = -1  # bars up to this one were decided before
         self.horizon_bars = 0
         self.model_versions: dict[str, str] = {}
+        # The strategy: the one the price model was validated with (from the service's
+        # /versions), with the user's overrides; ``strategy_fixed`` keeps the core's own.
+        self.strategy_fixed = False
+        self.strategy_overrides: dict[str, Any] = {}
+        self.strategy_tag: str | None = None
         self._held: deque[Trade] = deque()
         self._closes: OrderedDict[int, dict[str, float]] = OrderedDict()
         self._realized: list[tuple[int, str, float]] = []
@@ -162,6 +169,58 @@ class Trader:
                 return
             self.core.on_trade(held.popleft())
 
+    # --- the strategy in force ------------------------------------------------------------
+
+    async def adopt_strategy(self, price_tag: str | None, strategy: Mapping[str, Any] | None, now_ns: int) -> None:
+        """Trade the strategy ``price_tag`` was validated with (plus the user's overrides) from the
+        next decision on; recorded for ``engine status``. An invalid one is reported and the
+        default strategy trades instead.
+
+        Raises:
+            ConfigError: the user's overrides do not fit the strategy (e.g. an exit above its entry).
+        """
+        self.strategy_tag = price_tag
+        if self.strategy_fixed:
+            return
+        source = price_tag or "no price model"
+        if strategy:
+            try:
+                params = StrategyParams.from_json(strategy, origin=source)
+            except ValueError as exc:
+                self.stats.last_error = f"strategy of {source}: {exc}"
+                log.error("the strategy published with %s is invalid (%s); trading the default", source, exc)
+                params = StrategyParams(origin=f"default ({source}'s strategy is invalid)")
+        else:
+            params = StrategyParams(origin=f"default ({source} publishes no strategy)")
+        if self.strategy_overrides:
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(self.strategy_overrides.items()))
+            try:
+                params = replace(params, **self.strategy_overrides, origin=f"{params.origin}, overridden: {shown}")
+            except ValueError as exc:
+                raise ConfigError(f"the strategy overrides ({shown}) do not fit {source}'s strategy: {exc}") from exc
+        if self.core.set_params(params):
+            log.warning("strategy in force: %s", params.describe())
+            if self.store is not None:
+                try:
+                    await self.store.set_strategy({**params.to_json(), "since_ns": now_ns}, now_ns)
+                except StorageError as exc:
+                    self.stats.last_error = str(exc)
+                    log.warning("%s", exc)
+
+    async def _follow_strategy(self, forecasts: Forecasts, now_ns: int) -> None:
+        """After a hot swap of the price model, put its strategy in force before deciding."""
+        tag = forecasts.models.get("price")
+        if not tag or tag == self.strategy_tag:
+            return
+        try:
+            versions = await self.models.versions()
+        except (ServiceUnavailable, RequestRejected) as exc:
+            self.stats.last_error = f"versions: {exc}"
+            return  # the strategy in force stays until the service answers
+        price = versions.get("models", {}).get("price") or {}
+        if price.get("tag") == tag:
+            await self.adopt_strategy(tag, price.get("strategy"), now_ns)
+
     # --- restart --------------------------------------------------------------------------
 
     def restore(self, state: AccountState) -> list[Order]:
@@ -188,6 +247,8 @@ class Trader:
             held = set(core.portfolio.open_positions()) | {o.symbol for o in core.orders.values()}
             symbols = sorted(set(self.plane.symbols) | held)
             forecasts = await self._forecast(symbols, start_ns, now_ns) if symbols else None
+            if forecasts is not None:
+                await self._follow_strategy(forecasts, now_ns)
             orders = core.decide(start_ns, closes, forecasts, now_ns)
             if orders:
                 await self._send(orders, now_ns)

@@ -164,13 +164,17 @@ def sentiment_model(
 
 @dg.asset(
     group_name=GROUP,
-    deps=["price_training_set"],
+    deps=["price_training_set", "trades"],
     kinds={"pytorch"},
     check_specs=[_gates_spec("price")],
 )
-def price_model_candidate(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> Iterator[Any]:
-    """15-bar return forecaster (varying-coefficient model with a GRU encoder), saved as a candidate."""
+def price_model_candidate(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, model_store: ModelStoreResource
+) -> Iterator[Any]:
+    """15-bar return forecaster (varying-coefficient model with a GRU encoder) and the strategy fitted
+    to it on the validation fold, saved as a candidate."""
     from orchestration import lake
+    from orchestration.assets.strategy import fit_price_strategy
     from serving.training import train_price
 
     registry = model_store.registry()
@@ -179,7 +183,20 @@ def price_model_candidate(context: dg.AssetExecutionContext, model_store: ModelS
     report, result = train_price(frame, config, data_id=_data_id(frame))
     lake.write_frame(validation_file("price"), result.holdout)
     context.log.info(f"price candidate {report.tag}: IC {report.metrics['ic']:.4f}")
-    yield dg.MaterializeResult(asset_key="price_model_candidate", metadata=_candidate_metadata(report))
+    fit = fit_price_strategy(postgres, result.validation, config, report.tag)
+    registry.annotate(
+        report.tag,
+        {"strategy": fit.params.to_json(), "strategy_validation": fit.metrics, "interval_s": config.interval_s},
+    )
+    if not fit.screened.empty:
+        lake.write_frame(settings().lake / "models" / "price_strategy_screen.parquet", fit.screened)
+        lake.write_frame(settings().lake / "models" / "price_strategy_confirmed.parquet", fit.confirmed)
+    context.log.info(f"price strategy fitted on the validation fold: {fit.params.describe()}")
+    metadata = _candidate_metadata(report)
+    metadata["strategy"] = fit.params.describe()
+    if fit.metrics:
+        metadata["validation_strategy_sharpe"] = float(fit.metrics.get("sharpe", float("nan")))
+    yield dg.MaterializeResult(asset_key="price_model_candidate", metadata=metadata)
     champion_score, note = _price_champion_score(registry, report.tag, frame)
     check, candidate = gate_check("price", report, registry, champion_score, note)
     _write_candidate("price", candidate)
@@ -234,11 +251,13 @@ def _production_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{name}_model_production",
         group_name="production",
-        deps=[f"{name}_model_candidate", f"{name}_validation_report"],
+        deps=[f"{name}_model_candidate", f"{name}_validation_report"]
+        + (["price_strategy_backtest"] if name == "price" else []),
         kinds={"bentoml"},
         description=f"The {name} model the BentoML service serves: the candidate, promoted once every gate passed.",
     )
     def promote(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> dg.MaterializeResult:
+        """Promote the candidate; every blocking check upstream has passed to get here."""
         registry = model_store.registry()
         candidate = json.loads(candidate_file(name).read_text())
         # The production score the gate compared with (None without production; -inf when production

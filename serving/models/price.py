@@ -67,8 +67,10 @@ __all__ = [
     "PriceResult",
     "build_model",
     "evaluate",
+    "forecast_rows",
     "gates",
     "predict",
+    "score_model",
     "select_architecture",
     "train",
 ]
@@ -175,6 +177,7 @@ class PriceResult:
     metrics: dict[str, float]
     folds: list[dict[str, float]]
     holdout: pd.DataFrame
+    validation: pd.DataFrame  # the earlier folds' scored rows: what the strategy is fitted on
     train_window: tuple[int, int]
     train_seconds: float
     device: str
@@ -540,8 +543,10 @@ def train(data: PriceData, config: PriceConfig | None = None, *, device: str | N
     started = time.perf_counter()
     sample_times = prepared.keys["ts_ns"].to_numpy()[prepared.samples]
     splits = walk_forward_splits(sample_times, config.folds, test_share=config.test_share, embargo=config.horizon)
-    fold_metrics, scored, model = [], pd.DataFrame(), None
+    fold_metrics, scored, model, earlier = [], pd.DataFrame(), None, []
     for split in splits:
+        if len(scored):
+            earlier.append(scored)
         model, scored, metrics = _run_fold(prepared, split, config, device, sample_times)
         fold_metrics.append(metrics)
     assert model is not None
@@ -555,6 +560,7 @@ def train(data: PriceData, config: PriceConfig | None = None, *, device: str | N
         metrics=holdout_metrics,
         folds=fold_metrics,
         holdout=scored,
+        validation=pd.concat(earlier, ignore_index=True) if earlier else scored.iloc[:0],
         train_window=(last.train_start, last.train_end),
         train_seconds=time.perf_counter() - started,
         device=device,
@@ -579,8 +585,9 @@ def _run_fold(
     return model, scored, metrics
 
 
-def score_model(model: nn.Module, data: PriceData, config: PriceConfig, window_ns: tuple[int, int]) -> float:
-    """IC of a trained model's forecasts on ``data``'s samples with ``window_ns[0] <= ts < window_ns[1]``.
+def forecast_rows(model: nn.Module, data: PriceData, config: PriceConfig, window_ns: tuple[int, int]) -> pd.DataFrame:
+    """A trained model's forecasts of ``data``'s samples with ``window_ns[0] <= ts < window_ns[1]``:
+    ``symbol, ts_ns``, the label, ``forecast`` and ``forecast_std``.
 
     How the production model is re-measured on a candidate's holdout before promotion when
     the two were validated on different data.
@@ -590,8 +597,13 @@ def score_model(model: nn.Module, data: PriceData, config: PriceConfig, window_n
     rows = prepared.samples[(times >= window_ns[0]) & (times < window_ns[1])]
     if len(rows) == 0:
         raise TrainingDataError(MODEL, f"no samples in the window {window_ns} to score the model on")
-    mu, _ = predict(model, _windows(prepared, rows, config.window))
-    scored = prepared.keys.iloc[rows].assign(forecast=mu)
+    mu, sd = predict(model, _windows(prepared, rows, config.window))
+    return prepared.keys.iloc[rows].assign(forecast=mu, forecast_std=sd)
+
+
+def score_model(model: nn.Module, data: PriceData, config: PriceConfig, window_ns: tuple[int, int]) -> float:
+    """IC of a trained model's forecasts in ``window_ns`` (see :func:`forecast_rows`)."""
+    scored = forecast_rows(model, data, config, window_ns)
     return signal_metrics(scored, "forecast", config.label, horizon=config.horizon, interval_s=config.interval_s)["ic"]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 import numpy as np
-import pytest
 
 from engine.trading.breaker import CircuitBreaker
 from engine.trading.core import Forecasts, TradingCore
@@ -14,7 +13,7 @@ from engine.trading.execution import PaperBroker, PaperCosts
 from engine.trading.orders import Fill, Order
 from engine.trading.portfolio import Portfolio
 from engine.trading.risk import PreTradeRisk, RiskLimits
-from engine.trading.strategy import StrategyParams, target_notionals
+from engine.trading.strategy import StrategyParams
 from feature_store.records import Trade
 
 S = 10**9
@@ -126,21 +125,6 @@ def test_risk_checks_each_reason() -> None:
     assert check(order("1")) == "kill_switch"
 
 
-def test_strategy_targets_are_risk_scaled_and_capped() -> None:
-    params = StrategyParams(risk_per_symbol=0.001, entry_z=0.5, max_z=2.0, sentiment_weight=1.0)
-    mean = np.array([0.001, 0.0002, -0.02, 0.001, 0.0])
-    sd = np.array([0.002, 0.002, 0.004, 0.001, 0.0])
-    sentiment = np.array([0.0, 0.5, 0.0, 0.0, 1.0])
-    out = target_notionals(mean, sd, sentiment, 100_000.0, params, max_notional=90_000.0)
-    assert out[0] == pytest.approx(100_000 * 0.001 * 0.5 / 0.002)  # z = 0.5
-    assert out[1] == pytest.approx(100_000 * 0.001 * 0.6 / 0.002)  # z = 0.1 + 0.5 sentiment
-    assert out[2] == pytest.approx(-100_000 * 0.001 * 2.0 / 0.004)  # z clipped at -2
-    assert out[3] == 90_000.0  # capped
-    assert out[4] == 0.0  # no sd: no position
-    half = target_notionals(mean, sd, sentiment, 100_000.0, params, max_notional=90_000.0, var_scale=0.5)
-    assert half[0] == pytest.approx(out[0] / 2)
-
-
 def _forecasts(symbols: list[str], mean: list[float], bar: int) -> Forecasts:
     n = len(symbols)
     return Forecasts(symbols, np.array(mean), np.full(n, 0.001), [bar] * n, {"price": "price:v1"}, {"price": "f1"}, 15)
@@ -153,7 +137,7 @@ def test_core_decides_orders_fills_and_the_kill_switch_flattens() -> None:
         Portfolio(D(100_000)),
         PaperBroker(PaperCosts(participation=D(1))),
         PreTradeRisk(limits),
-        StrategyParams(risk_per_symbol=0.001, entry_z=0.1),
+        StrategyParams(family="per_symbol", cap=0.05, entry_z=0.1),
     )
     bar = 60 * S
     now = 121 * S
@@ -163,7 +147,7 @@ def test_core_decides_orders_fills_and_the_kill_switch_flattens() -> None:
         bar, {"AAA-USD": 100.0, "BBB-USD": 50.0}, _forecasts(["AAA-USD", "BBB-USD"], [0.002, -0.0005], bar), now
     )
     assert [(o.symbol, o.side) for o in orders] == [("AAA-USD", "buy"), ("BBB-USD", "sell")]
-    assert orders[0].quantity == D(50)  # capped at 5000 notional at 100
+    assert orders[0].quantity == D(50)  # a per-symbol position is 5% of equity: 5000 at 100
     assert orders[0].client_order_id == f"acct-AAA-USD-{bar}-t" and orders[0].eligible_ns == now
     assert [d.action for d in core.journal.decisions] == ["buy", "sell"]
     assert core.journal.decisions[0].model_versions == {"price": "price:v1"}

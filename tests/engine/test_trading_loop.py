@@ -67,10 +67,8 @@ def stack(tmp_path_factory, service_urls, database_url):
 
 
 def _options(account: str, url: str, **kw) -> TradingOptions:
-    # Sample models have random weights: a zero entry threshold makes them trade every bar.
-    return TradingOptions(
-        account=account, serving_url=url, params=StrategyParams(entry_z=0.0, risk_per_symbol=0.0002), **kw
-    )
+    # Sample models publish no strategy: a small cross-sectional book trades every bar.
+    return TradingOptions(account=account, serving_url=url, params=StrategyParams(gross=0.02, cap=0.005), **kw)
 
 
 def _record(home: Path, seconds: float, symbols: int = 6) -> RecordOptions:
@@ -127,7 +125,7 @@ async def _rows(url: str, account: str) -> dict[str, list[tuple]]:
 def _backtest_cli(stack, account: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "engine", "backtest", "--bar-seconds", "1", "--venue", "coinbase", "--account",
-         account, "--entry-z", "0", "--risk-per-symbol", "0.0002", "--json", *extra],
+         account, "--gross", "0.02", "--cap", "0.005", "--json", *extra],
         cwd=ROOT, env=stack["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
