@@ -33,9 +33,11 @@ def _meta(name: str, score: float, **extra: Any) -> dict[str, Any]:
     }
 
 
-def save_price(seed: int = 0, score: float = 0.0, interval_s: int = 60) -> registry.ModelRecord:
+def save_price(
+    seed: int = 0, score: float = 0.0, interval_s: int = 60, strategy: dict[str, Any] | None = None
+) -> registry.ModelRecord:
     """A price model with random signal coefficients (``seed``), reading today's feature versions
-    computed on ``interval_s`` bars."""
+    computed on ``interval_s`` bars, with ``strategy`` as if validated with it (None: none)."""
     import torch
 
     from feature_store.features.catalog import PRICE, SENTIMENT
@@ -50,7 +52,8 @@ def save_price(seed: int = 0, score: float = 0.0, interval_s: int = 60) -> regis
         "price": PRICE.with_interval(interval_s).version,
         "sentiment": SENTIMENT.with_interval(interval_s).version,
     }
-    meta = _meta("price", score, feature_sets=versions, interval_s=interval_s)
+    extra = {"strategy": strategy} if strategy is not None else {}
+    meta = _meta("price", score, feature_sets=versions, interval_s=interval_s, **extra)
     return registry.save("price", model.state_dict(), config.to_json(), meta)
 
 

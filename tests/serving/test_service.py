@@ -32,6 +32,7 @@ NS_MIN = 60 * 10**9
 T0 = 1_700_000_000 * 10**9 // NS_MIN * NS_MIN
 BARS = 20
 LAST = T0 + (BARS - 1) * NS_MIN
+NEXT_STRATEGY = {"family": "per_symbol", "entry_z": 0.5, "exit_z": 0.2, "holding": 3}  # price_next's
 SYMBOLS = [f"T{i:03d}" for i in range(50)]
 
 
@@ -62,7 +63,10 @@ def stack(tmp_path_factory, service_urls):
     tags = json.loads(
         _python(env, "from serving import sample_models; import json; print(json.dumps(sample_models.seed()))")
     )
-    tags["price_next"] = _python(env, "from serving import sample_models; print(sample_models.save_price(seed=1).tag)")
+    tags["price_next"] = _python(
+        env,
+        f"from serving import sample_models; print(sample_models.save_price(seed=1, strategy={NEXT_STRATEGY!r}).tag)",
+    )
     online = RedisOnlineStore.from_url(redis_url, OnlineLayout())
     rng = np.random.default_rng(3)
     for bar in range(BARS):
@@ -276,10 +280,13 @@ def test_hot_swap_and_rollback_under_load(stack) -> None:
     first_new = seen.index(new)
     assert set(seen[first_new:]) == {new}  # once swapped, the old version never answers again
     assert len(seen) > 50
+    # The strategy the new version was validated with is published with it (the engine trades it).
+    assert call(stack, "versions")["models"]["price"]["strategy"] == NEXT_STRATEGY
 
     seen = run(load(old, lambda: _registry_cli(stack, "rollback", "price")))
     assert seen[0] == new and seen[-1] == old
     assert call(stack, "versions")["models"]["price"]["tag"] == old
+    assert call(stack, "versions")["models"]["price"]["strategy"] is None  # the sample model has none
 
 
 def test_api_key_protects_everything_but_the_probes(stack) -> None:
