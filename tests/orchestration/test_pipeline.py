@@ -365,3 +365,15 @@ def test_engine_backtest_through_the_service_reproduces_the_validation_strategy_
         Decimal("0.01")
     )
     assert Decimal(summary["pnl"]).quantize(Decimal("0.01")) == portfolio.pnl().quantize(Decimal("0.01"))
+
+    # `engine status` names the strategy in force and the model version it came from.
+    status = subprocess.run(
+        [sys.executable, "-m", "engine", "status", "--account", "parity"],
+        env=whole_loop,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0, status.stderr[-3000:]
+    production = _production(whole_loop, "price")
+    assert f"from {production})" in status.stdout and "holding=" in status.stdout, status.stdout
