@@ -32,7 +32,7 @@ from engine.trading.execution import PaperCosts
 from engine.trading.risk import RiskLimits
 from engine.trading.simulator import ForecastTable, StrategySimulator, simulation_metrics
 from engine.trading.strategy import StrategyParams, target_weights
-from feature_store.records import Trade
+from feature_store.records import NS_PER_S, Trade
 
 __all__ = ["StrategyFit", "candidate_grid", "fit_strategy", "screen"]
 
@@ -190,7 +190,7 @@ def _number(value: object) -> bool:
 
 def _closes(trades: Iterable[Trade], interval_s: int) -> pd.DataFrame:
     """Each bar's last trade price per symbol (the bar closes the engine marks to)."""
-    interval_ns = interval_s * 1_000_000_000
+    interval_ns = interval_s * NS_PER_S
     last: dict[tuple[int, str], float] = {}
     for trade in trades:
         last[(trade.ts_ns // interval_ns * interval_ns, trade.symbol)] = trade.price

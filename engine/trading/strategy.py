@@ -5,9 +5,11 @@ Weights are signed fractions of equity. At each bar, for the symbols with a fore
 
 1. **Raw target** ``w*`` of the family:
 
-   * ``cross_sectional`` (three or more symbols): the forecasts are ranked across symbols,
-     the ranks demeaned and scaled to a gross exposure of ``gross``, each weight capped at
-     ``cap``. Demeaned ranks are symmetric, so the book is dollar-neutral (ties aside).
+   * ``cross_sectional`` (three or more symbols): the risk-adjusted views ``z = m / s`` are
+     ranked across symbols, the ranks demeaned and scaled to a gross exposure of ``gross``,
+     each weight capped at ``cap``. Demeaned ranks are symmetric, so the book is
+     dollar-neutral. Ranks, not values, also make the book insensitive to the last digits of
+     a forecast: the service's float32 forecasts trade like the validation's.
    * ``per_symbol`` (small universes, or when validation prefers it): each symbol on its own,
      ``z = m / s``. A flat symbol goes long (short) when ``z >= entry_z`` (``<= -entry_z``);
      a held one stays on its side while ``z`` on that side is above ``exit_z`` (hysteresis:
@@ -26,6 +28,10 @@ Weights are signed fractions of equity. At each bar, for the symbols with a fore
    the position itself, which the database restores after a restart.
 
 4. **No-trade band**: where the held weight is within ``band`` of ``w*``, nothing trades.
+
+The core sends the change as a market order (taker fee and slippage) or, with
+``order_type`` ``limit``, a limit order at the bar's close (maker fee, fills only when the
+market trades at or through it); what is unfilled after the order's time is cancelled.
 
 Everything is computed with numpy on all symbols at once. The parameters are fitted on the
 price model's validation fold (:mod:`engine.trading.fitting`), stored with the model and
@@ -128,7 +134,9 @@ class StrategyParams:
             if key in _TEXT:
                 values[key] = str(value)
             elif key == "holding":
-                values[key] = int(value) if isinstance(value, int | float) and float(value).is_integer() else -1
+                if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+                    raise ValueError(f"strategy parameter holding must be a whole number of bars, got {value!r}")
+                values[key] = int(value)
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 values[key] = float(value)
             else:
