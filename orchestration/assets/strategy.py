@@ -11,7 +11,11 @@ through the candidate's strategy (production through its own). Its blocking chec
 
 ``strategy_net_positive``               the candidate's net PnL after costs is above zero;
 ``strategy_beats_ridge``                it is above ridge's through the same strategy;
-``strategy_not_worse_than_production``  it is not below production's on the same holdout.
+``strategy_not_worse_than_production``  it is not below production's on the same holdout
+                                        (production re-scored on the candidate's holdout and
+                                        traded with its own strategy; when it reads other
+                                        feature-set versions it cannot be, and this gate is
+                                        not set: the candidate's own gates decide).
 
 The candidate's orders and fills are written to the lake
 (``$RRR_HOME/lake/models/price_strategy_{orders,fills}.parquet``): ``python -m engine
