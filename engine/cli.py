@@ -121,7 +121,7 @@ def _decimal(text: str) -> Decimal:
 
 
 def _trading_arguments(p: argparse.ArgumentParser) -> None:
-    limits, costs, params = RiskLimits(), PaperCosts(), StrategyParams()
+    limits, costs = RiskLimits(), PaperCosts()
     p.add_argument("--account", default="paper", help="account name (state is kept per account; default paper)")
     p.add_argument("--initial-cash", type=_decimal, default=Decimal(1_000_000), help="cash of a new account")
     p.add_argument("--serving-url", default=None, help="model service (default RRR_SERVING_URL or :3000)")
@@ -146,7 +146,7 @@ def _trading_arguments(p: argparse.ArgumentParser) -> None:
         "the engine trades the strategy the price model was validated with (published by the model "
         "service); each flag given overrides one parameter, with a warning",
     )
-    s.add_argument("--strategy-family", choices=FAMILIES, default=None, help=f"default: validated ({params.family})")
+    s.add_argument("--strategy-family", choices=FAMILIES, default=None, help="default: the validated family")
     s.add_argument("--gross", type=_positive_float, default=None, help="gross exposure, a fraction of equity")
     s.add_argument("--cap", type=_positive_float, default=None, help="largest weight of one symbol")
     s.add_argument("--band", type=_positive_float, default=None, help="no-trade band, in weight")
