@@ -13,22 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import redis
 
 from benchmarks.results_file import Figure, write_results
+from benchmarks.sample_service import sample_model_service
 from benchmarks.scratch_database import scratch_database
 from engine.record import RecordOptions
 from engine.trade import TradingOptions, run_trading
 from engine.trading.strategy import StrategyParams
-from feature_store.config import FeatureStoreSettings
-from feature_store.services import resolve_service_urls
-from serving import launcher
 
 SYMBOLS = int(os.environ.get("BENCH_SYMBOLS", "1000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))
@@ -54,32 +46,8 @@ async def _run(home: Path, service_url: str, redis_url: str) -> tuple[object, ob
 
 
 def main() -> int:
-    urls = resolve_service_urls(FeatureStoreSettings.from_env())
-    redis_url = urlunsplit(urlsplit(urls.redis_url)._replace(path="/13"))
-    redis.Redis.from_url(redis_url).flushdb()
-    with tempfile.TemporaryDirectory(prefix="rrr-bench-trading-") as tmp:
-        home = Path(tmp)
-        env = {
-            **os.environ,
-            "RRR_HOME": str(home),
-            "BENTOML_HOME": str(home / "bentoml"),
-            "BENTOML_DO_NOT_TRACK": "true",
-            "REDIS_URL": redis_url,
-        }
-        seeded = subprocess.run(
-            [sys.executable, "-m", "serving.sample_models", "--interval-s", "1"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if seeded.returncode != 0:
-            print(seeded.stderr[-3000:], file=sys.stderr)
-            return 1
-        service = launcher.start(port=launcher.free_port(), env=env, log_path=home / "serving.log")
-        try:
-            summary, _ = asyncio.run(_run(home, service.url, redis_url))
-        finally:
-            service.stop()
+    with sample_model_service(interval_s=1, redis_db=13, prefix="rrr-bench-trading-") as (url, redis_url, home):
+        summary, _ = asyncio.run(_run(home, url, redis_url))
     s = summary  # type: ignore[assignment]
     print("\n".join(s.lines()))  # type: ignore[attr-defined]
     bars = max(s.bars - 2, 1)  # type: ignore[attr-defined]

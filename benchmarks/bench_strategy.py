@@ -22,16 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
 from benchmarks.results_file import Figure, write_results
+from benchmarks.sample_service import sample_model_service
 from benchmarks.scratch_database import scratch_database
 
 TARGET_S = 30.0
@@ -51,7 +47,7 @@ def _trades(frame: pd.DataFrame) -> list[object]:
 def _in_process() -> tuple[list[Figure], dict[str, object]]:
     from engine.trade import TradingOptions
     from engine.trading.fitting import fit_strategy
-    from engine.trading.simulator import ForecastTable, StrategySimulator, simulation_metrics
+    from engine.trading.simulator import ForecastTable, StrategySimulator, simulation_metrics, trade_window
     from feature_store.sources.synthetic import SyntheticMarketConfig, simulate_market
     from serving.models.common import long_short_backtest
     from serving.training import FULL, price_frame, train_price
@@ -61,22 +57,9 @@ def _in_process() -> tuple[list[Figure], dict[str, object]]:
     scored = market.news[["ts_ns", "symbols"]].assign(score=market.news["label"].astype(float))
     frame = price_frame(bars, scored, FULL.price.horizon, market.truth.rename(columns={"start_ns": "ts_ns"}))
     _, result = train_price(frame, FULL.price, data_id={"source": "synthetic"}, register=False)
-    options = TradingOptions()
-    interval_ns = 60 * 10**9
-
-    def window(forecasts: pd.DataFrame) -> tuple[int, int]:
-        return int(forecasts["ts_ns"].min()), int(forecasts["ts_ns"].max()) + 2 * interval_ns - 1
-
-    common = {
-        "interval_s": 60,
-        "costs": options.costs,
-        "limits": options.limits,
-        "initial_cash": options.initial_cash,
-        "order_ttl_s": options.order_ttl_s,
-        "grace_s": options.grace_s,
-    }
+    common = {"interval_s": 60, "terms": TradingOptions().terms()}
     validation = result.validation.rename(columns={"forecast": "mean", "forecast_std": "sd"})
-    lo, hi = window(validation)
+    lo, hi = trade_window(validation, 60)
     fit_trades = _trades(market.trades[market.trades["ts_ns"].between(lo, hi)])
     started = time.perf_counter()
     fit = fit_strategy(
@@ -91,7 +74,7 @@ def _in_process() -> tuple[list[Figure], dict[str, object]]:
     print(f"strategy fitted on the validation fold in {fit_s:.1f} s: {fit.params.describe()}")
 
     holdout = result.holdout
-    lo, hi = window(holdout)
+    lo, hi = trade_window(holdout, 60)
     trades = _trades(market.trades[market.trades["ts_ns"].between(lo, hi)])
     symbols = sorted(holdout["symbol"].unique())
     started = time.perf_counter()
@@ -135,7 +118,8 @@ def _in_process() -> tuple[list[Figure], dict[str, object]]:
 
 
 async def _engine_backtest(context: dict[str, object], service_url: str, redis_url: str) -> object:
-    from engine.trade import BacktestOptions, TradingOptions, backtest
+    from engine.backtest import BacktestOptions, backtest
+    from engine.trade import TradingOptions
     from feature_store.database import open_pool
     from feature_store.market_data import MarketDataStore
 
@@ -163,33 +147,11 @@ async def _engine_backtest(context: dict[str, object], service_url: str, redis_u
 
 
 def main() -> int:
-    from feature_store.config import FeatureStoreSettings
-    from feature_store.services import resolve_service_urls
-    from serving import launcher
-
     figures, context = _in_process()
-    urls = resolve_service_urls(FeatureStoreSettings.from_env())
-    redis_url = urlunsplit(urlsplit(urls.redis_url)._replace(path="/14"))
-    with tempfile.TemporaryDirectory(prefix="rrr-bench-strategy-") as tmp:
-        home = Path(tmp)
-        env = {**os.environ, "RRR_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"), "REDIS_URL": redis_url}
-        env["BENTOML_DO_NOT_TRACK"] = "true"
-        seeded = subprocess.run(
-            [sys.executable, "-m", "serving.sample_models", "--interval-s", "60"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if seeded.returncode != 0:
-            print(seeded.stderr[-3000:], file=sys.stderr)
-            return 1
-        service = launcher.start(port=launcher.free_port(), env=env, log_path=home / "serving.log")
-        try:
-            started = time.perf_counter()
-            summary = asyncio.run(_engine_backtest(context, service.url, redis_url))
-            seconds = time.perf_counter() - started
-        finally:
-            service.stop()
+    with sample_model_service(interval_s=60, redis_db=14, prefix="rrr-bench-strategy-") as (url, redis_url, _):
+        started = time.perf_counter()
+        summary = asyncio.run(_engine_backtest(context, url, redis_url))
+        seconds = time.perf_counter() - started
     print("\n".join(summary.lines()))  # type: ignore[attr-defined]
     bars = float(summary.bars)  # type: ignore[attr-defined]
     figures.append(

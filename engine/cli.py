@@ -28,13 +28,15 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from engine.backtest import BacktestOptions, backtest
 from engine.errors import ConfigError, EngineError
 from engine.feeds import binance, coinbase
 from engine.record import RecordOptions, RecordSummary, record
 from engine.replay.faults import parse_faults
 from engine.replay.market import RecordedTape, SyntheticFeed
 from engine.replay.server import ReplayExchange
-from engine.trade import BacktestOptions, TradeSummary, TradingOptions, account_status, backtest, run_trading
+from engine.summary import TradeSummary
+from engine.trade import TradingOptions, account_status, run_trading
 from engine.trading.execution import PaperCosts
 from engine.trading.risk import RiskLimits
 from engine.trading.strategy import FAMILIES, ORDER_TYPES, StrategyParams

@@ -281,6 +281,11 @@ class TradingCore:
             expires_ns=now_ns + self.order_ttl_ns,
         )
 
+    def universe(self, symbols: Sequence[str]) -> list[str]:
+        """The symbols to decide at a bar: ``symbols`` plus any other still held or with an open order."""
+        held = set(self.portfolio.open_positions()) | {o.symbol for o in self.orders.values()}
+        return sorted(set(symbols) | held)
+
     def set_params(self, params: StrategyParams) -> bool:
         """Trade with ``params`` from the next decision on (a hot swap); True if they changed."""
         if params == self.params:

@@ -20,23 +20,18 @@ per-symbol family.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 
 from engine.trading.execution import PaperCosts
-from engine.trading.risk import RiskLimits
-from engine.trading.simulator import ForecastTable, StrategySimulator, simulation_metrics
+from engine.trading.simulator import ForecastTable, PaperTerms, StrategySimulator, annualized_sharpe, simulation_metrics
 from engine.trading.strategy import StrategyParams, target_weights
 from feature_store.records import NS_PER_S, Trade
 
 __all__ = ["StrategyFit", "candidate_grid", "fit_strategy", "screen"]
-
-SECONDS_PER_YEAR = 365.0 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +96,6 @@ def screen(
     # Held from this bar's close to the next one's.
     forward = np.log(prices).diff().shift(-1).fillna(0.0).to_numpy(np.float64)
     m, s = mean.to_numpy(np.float64), sd.to_numpy(np.float64)
-    per_year = SECONDS_PER_YEAR / interval_s
     taker = float(costs.taker_fee_bps + costs.slippage_bps) / 1e4
     maker = float(costs.maker_fee_bps) / 1e4
     rows = []
@@ -114,8 +108,7 @@ def screen(
             traded = float(np.abs(weights - held).sum())
             pnl[t] = float(weights @ forward[t]) - traded * cost
             held = weights * np.exp(forward[t])  # the weights drift with the prices until the next bar
-        sd_pnl = float(pnl.std(ddof=1)) if len(pnl) > 1 else 0.0
-        sharpe = float(pnl.mean() / sd_pnl * math.sqrt(per_year)) if sd_pnl > 0 else float("nan")
+        sharpe = annualized_sharpe(pnl, interval_s)
         rows.append({**params.to_json(), "screen_sharpe": sharpe, "screen_return": float(pnl.sum())})
     return pd.DataFrame(rows)
 
@@ -126,11 +119,7 @@ def fit_strategy(
     *,
     horizon: int,
     interval_s: int,
-    costs: PaperCosts,
-    limits: RiskLimits,
-    initial_cash: Decimal,
-    order_ttl_s: float | None,
-    grace_s: float,
+    terms: PaperTerms,
     first_interval_ns: int,
     confirm: int = 2,
     origin: str = "",
@@ -140,6 +129,7 @@ def fit_strategy(
     Args:
         forecasts: the validation fold's ``ts_ns, symbol, mean, sd``.
         trades: a function returning the validation fold's stored trades, in stored order.
+        terms: the engine's costs, limits, cash, order lifetime and grace.
         confirm: candidates of each order type replayed through the trading core.
         origin: recorded in the chosen parameters (the model version).
     """
@@ -148,7 +138,7 @@ def fit_strategy(
     z = np.abs(forecasts["mean"] / forecasts["sd"]).replace([np.inf, -np.inf], np.nan).dropna()
     levels = sorted({round(float(z.quantile(q)), 6) for q in (0.8, 0.95)} - {0.0}) if len(z) else [1.0]
     grid = candidate_grid(len(symbols), horizon, levels)
-    screened = screen(forecasts, closes, grid, costs, interval_s=interval_s)
+    screened = screen(forecasts, closes, grid, terms.costs, interval_s=interval_s)
     ranked = screened.sort_values("screen_sharpe", ascending=False, na_position="last", kind="stable")
     shortlist = pd.concat([ranked[ranked["order_type"] == kind].head(confirm) for kind in ("market", "limit")])
     table = ForecastTable(forecasts, "mean", "sd", models={}, feature_sets={}, horizon_bars=horizon)
@@ -163,11 +153,7 @@ def fit_strategy(
                 params,
                 interval_s=interval_s,
                 first_interval_ns=first_interval_ns,
-                costs=costs,
-                limits=limits,
-                initial_cash=initial_cash,
-                order_ttl_s=order_ttl_s,
-                grace_s=grace_s,
+                terms=terms,
             )
         )
     for trade in trades():

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from engine.trading.core import Forecasts, TradingCore
@@ -32,9 +33,63 @@ from engine.trading.risk import PreTradeRisk, RiskLimits
 from engine.trading.strategy import StrategyParams
 from feature_store.records import NS_PER_S, Trade
 
-__all__ = ["ForecastTable", "SimulationResult", "StrategySimulator", "simulation_metrics"]
+__all__ = [
+    "ForecastTable",
+    "PaperTerms",
+    "SimulationResult",
+    "StrategySimulator",
+    "annualized_sharpe",
+    "simulation_metrics",
+    "trade_window",
+]
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
+
+
+@dataclass(frozen=True)
+class PaperTerms:
+    """What a paper account trades under: costs, risk limits, initial cash, how long an order
+    waits for fills (None: one bar) and how late a trade may still join its bar.
+
+    The engine's are ``engine.trade.TradingOptions.terms()``; the validation uses the same.
+    """
+
+    costs: PaperCosts
+    limits: RiskLimits
+    initial_cash: Decimal
+    order_ttl_s: float | None
+    grace_s: float
+
+    def core(
+        self, account: str, portfolio: Portfolio, params: StrategyParams, *, venue: str, interval_s: int
+    ) -> TradingCore:
+        """A trading core with a paper broker on these terms, deciding ``interval_s`` bars."""
+        ttl_s = self.order_ttl_s if self.order_ttl_s is not None else interval_s
+        return TradingCore(
+            account,
+            portfolio,
+            PaperBroker(self.costs),
+            PreTradeRisk(self.limits),
+            params,
+            venue=venue,
+            order_ttl_ns=int(ttl_s * NS_PER_S),
+        )
+
+
+def trade_window(forecasts: pd.DataFrame, interval_s: int) -> tuple[int, int]:
+    """``[first, last]`` trade times (ns, both included) whose replay decides exactly the bars of
+    ``forecasts`` (its ``ts_ns``): from the first bar's start to just before the second bar after
+    the last one. The first trade past the last bar's close decides it; the bar after it never
+    closes, and its trades give the last orders a bar to fill. The first bar is the first
+    interval to decide."""
+    first, last = int(forecasts["ts_ns"].min()), int(forecasts["ts_ns"].max())
+    return first, last + 2 * interval_s * NS_PER_S - 1
+
+
+def annualized_sharpe(pnl: npt.NDArray[np.float64], interval_s: int) -> float:
+    """Sharpe ratio of per-bar PnL, annualized from the bar length (NaN without spread)."""
+    sd = float(pnl.std(ddof=1)) if len(pnl) > 1 else 0.0
+    return float(pnl.mean() / sd * math.sqrt(SECONDS_PER_YEAR / interval_s)) if sd > 0 else float("nan")
 
 
 class ForecastTable:
@@ -73,10 +128,6 @@ class ForecastTable:
         self.feature_sets = dict(feature_sets)
         self.horizon_bars = horizon_bars
 
-    @property
-    def bars(self) -> list[int]:
-        return sorted(self._by_bar)
-
     def __call__(self, bar_ns: int, symbols: Sequence[str]) -> Forecasts | None:
         """The forecasts of ``symbols`` for bar ``bar_ns`` (None: no forecast for that bar)."""
         row = self._by_bar.get(bar_ns)
@@ -101,12 +152,12 @@ class SimulationResult:
     """What a simulated run did: its orders (final state), fills and equity at every bar."""
 
     name: str
+    core: TradingCore
     orders: dict[str, Order] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
     bars: list[int] = field(default_factory=list)
     equity: list[Decimal] = field(default_factory=list)
     trades: int = 0
-    core: TradingCore | None = None
 
 
 class StrategySimulator:
@@ -120,8 +171,8 @@ class StrategySimulator:
         interval_s: bar length.
         first_interval_ns: start of the first interval to decide (the engine's first after
             its warm-up history).
-        costs, limits, initial_cash, order_ttl_s, grace_s, account, venue: as the engine's
-            trading options.
+        terms: costs, limits, cash, order lifetime and grace (the engine's).
+        account, venue: what the orders are stored under.
     """
 
     def __init__(
@@ -133,29 +184,16 @@ class StrategySimulator:
         *,
         interval_s: int,
         first_interval_ns: int,
-        costs: PaperCosts,
-        limits: RiskLimits,
-        initial_cash: Decimal,
-        order_ttl_s: float | None,
-        grace_s: float,
+        terms: PaperTerms,
         account: str = "validation",
         venue: str = "paper",
     ) -> None:
         self.interval_ns = interval_s * NS_PER_S
-        ttl_ns = int((order_ttl_s if order_ttl_s is not None else interval_s) * NS_PER_S)
-        self.core = TradingCore(
-            account,
-            Portfolio(initial_cash),
-            PaperBroker(costs),
-            PreTradeRisk(limits),
-            params,
-            venue=venue,
-            order_ttl_ns=ttl_ns,
-        )
-        self.grace_ns = int(grace_s * NS_PER_S)
+        self.core = terms.core(account, Portfolio(terms.initial_cash), params, venue=venue, interval_s=interval_s)
+        self.grace_ns = int(terms.grace_s * NS_PER_S)
         self.forecasts = forecasts
         self.symbols = sorted(set(symbols))
-        self.result = SimulationResult(name, core=self.core)
+        self.result = SimulationResult(name, self.core)
         self._open_ns = first_interval_ns
         self._due = first_interval_ns + self.interval_ns + self.grace_ns
         self._closes: dict[int, dict[str, float]] = {}
@@ -174,8 +212,7 @@ class StrategySimulator:
         core, start = self.core, self._open_ns
         now_ns = self._due
         closes = self._closes.pop(start, {})
-        held = set(core.portfolio.open_positions()) | {o.symbol for o in core.orders.values()}
-        symbols = sorted(set(self.symbols) | held)
+        symbols = core.universe(self.symbols)
         orders = core.decide(start, closes, self.forecasts(start, symbols), now_ns)
         core.submit(orders)
         journal = core.journal.take()
@@ -199,14 +236,11 @@ def simulation_metrics(result: SimulationResult, *, interval_s: int) -> dict[str
     """Net PnL, Sharpe (annualized from per-bar equity changes), max drawdown, turnover, fees,
     orders and fills of a simulated run."""
     core = result.core
-    assert core is not None
     portfolio = core.portfolio
     equity = np.array([float(e) for e in result.equity], dtype=np.float64)
     initial = float(portfolio.initial_cash)
     pnl = np.diff(np.r_[initial, equity]) if len(equity) else np.zeros(0)
-    sd = float(pnl.std(ddof=1)) if len(pnl) > 1 else float("nan")
-    per_year = SECONDS_PER_YEAR / interval_s
-    sharpe = float(pnl.mean() / sd * math.sqrt(per_year)) if sd and sd > 0 else float("nan")
+    sharpe = annualized_sharpe(pnl, interval_s)
     peak = np.maximum.accumulate(np.r_[initial, equity])
     drawdown = float(((peak - np.r_[initial, equity]) / peak).max()) if len(equity) else 0.0
     traded = float(sum(f.quantity * f.price for f in result.fills))

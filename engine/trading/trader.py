@@ -244,8 +244,7 @@ class Trader:
             # Every symbol of the universe is decided at every bar (its features are gap-filled
             # when it did not trade), plus any other symbol still held.
             assert self.plane is not None
-            held = set(core.portfolio.open_positions()) | {o.symbol for o in core.orders.values()}
-            symbols = sorted(set(self.plane.symbols) | held)
+            symbols = core.universe(self.plane.symbols)
             forecasts = await self._forecast(symbols, start_ns, now_ns) if symbols else None
             if forecasts is not None:
                 await self._follow_strategy(forecasts, now_ns)
@@ -356,25 +355,34 @@ class Trader:
 
     # --- news -----------------------------------------------------------------------------
 
+    async def score_headlines(self, items: Sequence[tuple[int, list[str], str]]) -> list[tuple[int, list[str], float]]:
+        """``(ts_ns, symbols, score)`` of each headline, scored by the sentiment model.
+
+        Raises:
+            ServiceUnavailable, RequestRejected: the model service failed.
+        """
+        scored = await self.models.sentiment([text for _, _, text in items]) if items else []
+        out = []
+        for (ts_ns, symbols, _), result in zip(items, scored, strict=True):
+            out.append((ts_ns, symbols, float(result["score"])))
+            self.model_versions.update({k: v for k, v in result.get("models", {}).items() if k == "sentiment"})
+        self.stats.news_scored += len(out)
+        return out
+
     async def score_news(self, items: Sequence[tuple[int, list[str], str]]) -> int:
         """Score headlines with the sentiment model; they count from their publication time."""
-        if not items:
-            return 0
         try:
-            scored = await self.models.sentiment([text for _, _, text in items])
+            scored = await self.score_headlines(items)
         except (ServiceUnavailable, RequestRejected) as exc:
             self.stats.news_failures += len(items)
             self.stats.last_error = f"sentiment: {exc}"
             log.warning("headlines not scored: %s", exc)
             return 0
-        for (ts_ns, symbols, _), result in zip(items, scored, strict=True):
-            score = float(result["score"])
+        for ts_ns, symbols, score in scored:
             self.core.add_news(ts_ns, symbols, score)
             if self.plane is not None:
                 self.plane.add_news(ts_ns, symbols, score)
-            self.model_versions.update({k: v for k, v in result.get("models", {}).items() if k == "sentiment"})
-        self.stats.news_scored += len(items)
-        return len(items)
+        return len(scored)
 
     # --- writing the journal --------------------------------------------------------------
 

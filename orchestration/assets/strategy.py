@@ -43,21 +43,9 @@ def strategy_file(kind: str) -> Any:
     return settings().lake / "models" / f"price_strategy_{kind}.parquet"
 
 
-def trade_window(frame: Any, interval_s: int) -> tuple[int, int, int]:
-    """``(first interval, first trade ns, last trade ns)`` that decide exactly ``frame``'s bars.
-
-    The trades run from the first bar's start to just before the second bar after the last
-    one: the first trade past the last bar's close decides it, and the bar after it never
-    closes (its orders have that bar to fill).
-    """
-    interval_ns = interval_s * 10**9
-    first, last = int(frame["ts_ns"].min()), int(frame["ts_ns"].max())
-    return first, first, last + 2 * interval_ns - 1
-
-
 def load_trades(postgres: PostgresResource, symbols: list[str], start_ns: int, end_ns: int) -> list[Any]:
     """The stored trades of ``symbols`` with ``start_ns <= ts <= end_ns``, in the engine's order."""
-    from engine.trade import BacktestOptions, stored_trades
+    from engine.backtest import BacktestOptions, stored_trades
 
     async def read(pool: Any) -> list[Any]:
         return [t async for t in stored_trades(pool, BacktestOptions(symbols=symbols), start_ns, end_ns)]
@@ -70,6 +58,7 @@ def fit_price_strategy(postgres: PostgresResource, validation: Any, config: Any,
     :mod:`engine.trading.fitting`. Without a validation fold the default strategy is kept."""
     from engine.trade import TradingOptions
     from engine.trading.fitting import StrategyFit, fit_strategy
+    from engine.trading.simulator import trade_window
     from engine.trading.strategy import StrategyParams
 
     if validation.empty:
@@ -78,19 +67,14 @@ def fit_price_strategy(postgres: PostgresResource, validation: Any, config: Any,
         params = StrategyParams(origin=f"{tag} (default: no validation fold to fit on)")
         return StrategyFit(params, pd.DataFrame(), pd.DataFrame(), {})
     frame = validation.rename(columns={"forecast": "mean", "forecast_std": "sd"})[["ts_ns", "symbol", "mean", "sd"]]
-    first, lo, hi = trade_window(frame, config.interval_s)
-    trades = load_trades(postgres, sorted(frame["symbol"].unique()), lo, hi)
-    options = TradingOptions()
+    first, last = trade_window(frame, config.interval_s)
+    trades = load_trades(postgres, sorted(frame["symbol"].unique()), first, last)
     return fit_strategy(
         frame,
         lambda: trades,
         horizon=config.horizon,
         interval_s=config.interval_s,
-        costs=options.costs,
-        limits=options.limits,
-        initial_cash=options.initial_cash,
-        order_ttl_s=options.order_ttl_s,
-        grace_s=options.grace_s,
+        terms=TradingOptions().terms(),
         first_interval_ns=first,
         origin=tag,
     )
@@ -132,11 +116,12 @@ def run_strategy_backtests(
     ``runs`` maps a name to ``(frame, mean column, params)``; every run reads ``forecast_std``
     as its sd. Returns the simulators' results by name.
     """
-    from engine.trade import BacktestOptions, TradingOptions, stored_trades
-    from engine.trading.simulator import ForecastTable, StrategySimulator
+    from engine.backtest import BacktestOptions, stored_trades
+    from engine.trade import TradingOptions
+    from engine.trading.simulator import ForecastTable, StrategySimulator, trade_window
 
-    options = TradingOptions()
-    first, lo, hi = trade_window(holdout, interval_s)
+    terms = TradingOptions().terms()
+    first, last = trade_window(holdout, interval_s)
     symbols = sorted(holdout["symbol"].unique())
     sims = {}
     for name, (frame, column, params) in runs.items():
@@ -150,15 +135,11 @@ def run_strategy_backtests(
             params,
             interval_s=interval_s,
             first_interval_ns=first,
-            costs=options.costs,
-            limits=options.limits,
-            initial_cash=options.initial_cash,
-            order_ttl_s=options.order_ttl_s,
-            grace_s=options.grace_s,
+            terms=terms,
         )
 
     async def replay(pool: Any) -> None:
-        async for trade in stored_trades(pool, BacktestOptions(symbols=symbols), lo, hi):
+        async for trade in stored_trades(pool, BacktestOptions(symbols=symbols), first, last):
             for sim in sims.values():
                 sim.feed(trade)
 

@@ -26,8 +26,9 @@ import asyncpg
 import pytest
 import redis
 
+from engine.backtest import BacktestOptions, backtest
 from engine.record import RecordOptions
-from engine.trade import BacktestOptions, TradingOptions, backtest, run_trading
+from engine.trade import TradingOptions, run_trading
 from engine.trading.orders import OPEN_STATUSES
 from engine.trading.strategy import StrategyParams
 from serving import launcher
