@@ -60,6 +60,8 @@ async def materialize_features(
     intervals = {fs.interval_s for fs in feature_sets}
     if len(intervals) != 1:
         raise ValueError(f"feature sets mix bar intervals {sorted(intervals)}")
+    if len({fs.calendar for fs in feature_sets}) != 1:
+        raise ValueError(f"feature sets mix session calendars {sorted({fs.calendar for fs in feature_sets})}")
     interval_s = intervals.pop()
     clock = time.perf_counter()
     bars = await market.read_bars(start_ns, end_ns, interval_s=interval_s)
@@ -78,7 +80,10 @@ async def materialize_features(
         summary.rows[f"features_{fs.name}"] = await offline.write_features(fs, frames[fs.name], replace=True)
         summary.seconds[f"offline_{fs.name}"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    labels = pd.concat([forward_return_labels(bars, h, interval_s) for h in horizons], ignore_index=True)
+    calendar = feature_sets[0].calendar
+    labels = pd.concat(
+        [forward_return_labels(bars, h, interval_s, calendar=calendar) for h in horizons], ignore_index=True
+    )
     summary.rows["labels"] = await offline.write_labels(labels, replace=True)
     summary.seconds["labels"] = time.perf_counter() - clock
     if online is not None:

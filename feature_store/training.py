@@ -44,18 +44,25 @@ def label_name(horizon_bars: int) -> str:
 
 
 def forward_return_labels(
-    bars: pd.DataFrame, horizon_bars: int, interval_s: int = 60, *, symbols: Sequence[str] | None = None
+    bars: pd.DataFrame,
+    horizon_bars: int,
+    interval_s: int = 60,
+    *,
+    symbols: Sequence[str] | None = None,
+    calendar: str = "24/7",
 ) -> pd.DataFrame:
     """Forward log returns ``log(close[t + H] / close[t])`` on the gap-filled bar grid.
 
-    Rows exist where both closes exist (so the last ``H`` bars of the input have none).
+    Rows exist where both closes exist (so the last ``H`` bars of the input have none). With
+    a ``calendar`` that closes, ``H`` counts session bars (over a weekend, Friday's last bar
+    looks ahead to Monday's).
 
     Returns:
         A labels table (``name, symbol, ts_ns, horizon_s, value``) sorted by symbol and time.
     """
     if horizon_bars < 1:
         raise DataValidationError("labels", None, f"horizon must be >= 1 bar, got {horizon_bars}")
-    grid = bar_grid(bars, interval_s, symbols=symbols)
+    grid = bar_grid(bars, interval_s, symbols=symbols, calendar=calendar)
     log_close = np.log(grid.inputs["close"])
     forward = np.full(log_close.shape, np.nan)
     ahead = max(len(forward) - horizon_bars, 0)
@@ -107,7 +114,10 @@ def training_set_from_bars(
     """The same table as :func:`build_training_set`, computed in memory from bars and news."""
     frames = [compute_features(fs, bars, news=news, symbols=symbols) for fs in feature_sets]
     interval = _one_interval(feature_sets)
-    labels = pd.concat([forward_return_labels(bars, h, interval, symbols=symbols) for h in horizons])
+    calendar = feature_sets[0].calendar
+    labels = pd.concat(
+        [forward_return_labels(bars, h, interval, symbols=symbols, calendar=calendar) for h in horizons]
+    )
     return _join(feature_sets, frames, labels, [label_name(h) for h in horizons])
 
 
@@ -115,6 +125,9 @@ def _one_interval(feature_sets: Sequence[FeatureSet]) -> int:
     intervals = {fs.interval_s for fs in feature_sets}
     if len(intervals) != 1:
         raise DataValidationError("training set", None, f"feature sets mix bar intervals {sorted(intervals)}")
+    calendars = {fs.calendar for fs in feature_sets}
+    if len(calendars) != 1:
+        raise DataValidationError("training set", None, f"feature sets mix session calendars {sorted(calendars)}")
     return intervals.pop()
 
 
@@ -185,7 +198,10 @@ def audit_point_in_time(
     chosen = np.unique(np.append(rng.choice(times, size=min(cuts, len(times)) - 1, replace=False), times[-1]))
     universe = sorted(set(bars["symbol"].tolist()))
     interval_s = interval_ns // NS_PER_S
-    labels_by_horizon = {h: forward_return_labels(bars, h, interval_s, symbols=universe) for h in horizons}
+    calendar = feature_sets[0].calendar
+    labels_by_horizon = {
+        h: forward_return_labels(bars, h, interval_s, symbols=universe, calendar=calendar) for h in horizons
+    }
     leaks: list[Leak] = []
     for cut in chosen.tolist():
         known_bars = bars[bars["start_ns"] <= cut]

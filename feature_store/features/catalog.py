@@ -8,8 +8,15 @@ the offline store, the online store and serving all import the sets from here.
   taker order-flow imbalance, time of day, and the market factor with a rolling beta.
 * ``risk``: the risk model's inputs: returns, volatility at several speeds (close-to-close,
   range-based, EWMA), a volatility regime ratio and market exposure.
+* ``price_ohlcv``: the price model's inputs for sources that deliver only OHLCV bars (no
+  trade counts, taker volume, VWAP or news): returns, volatility, volume, momentum, time of
+  day, and the market factor with a 60-bar beta; the longest lookback is 60 bars, so daily
+  bars are usable after a quarter of history.
 * ``sentiment``: per-symbol news sentiment, decayed sums of headline scores and counts by
   publication time.
+
+:func:`resolve` gives any set for another bar length and session calendar (``with_interval``
+and ``with_calendar``: the same math, its own version).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from feature_store.features.expressions import (
 )
 from feature_store.features.registry import Feature, FeatureSet
 
-__all__ = ["FEATURE_SETS", "PRICE", "RISK", "SENTIMENT", "feature_set"]
+__all__ = ["FEATURE_SETS", "PRICE", "PRICE_OHLCV", "RISK", "SENTIMENT", "feature_set", "resolve"]
 
 _open, _high, _low, _close = col("open"), col("high"), col("low"), col("close")
 _volume, _buy_volume, _vwap = col("volume"), col("buy_volume"), col("vwap")
@@ -73,6 +80,18 @@ _macd = (ewm(_log_close, 2.0 / 13.0) - ewm(_log_close, 2.0 / 27.0)) / _rvol_60
 _day = col("day_angle")
 _trades = col("trades")
 _resid_z = (_ret_1 - _beta_240 * _mkt_ret_1) / _rvol_60
+
+
+def _beta(window: int) -> Expr:
+    n = float(window)
+    cov = n * rolling_sum(_ret_1 * _mkt_ret_1, window) - rolling_sum(_ret_1, window) * rolling_sum(_mkt_ret_1, window)
+    var = n * rolling_sum(_mkt_ret_1 * _mkt_ret_1, window) - rolling_sum(_mkt_ret_1, window) * rolling_sum(
+        _mkt_ret_1, window
+    )
+    return cov / var
+
+
+_resid_z_60 = (_ret_1 - _beta(60) * _mkt_ret_1) / _rvol_60
 
 _FEATURES: dict[str, Feature] = {
     f.name: f
@@ -127,6 +146,18 @@ _FEATURES: dict[str, Feature] = {
         ),
         Feature("tod_sin", sin(_day), "time of day (UTC), sine"),
         Feature("tod_cos", cos(_day), "time of day (UTC), cosine"),
+        Feature("vol_ratio_15_60", _rvol(15) / _rvol_60, "short over medium realized volatility (regime)"),
+        Feature("beta_60", _beta(60), "rolling 60-bar beta of the symbol's returns to the market factor"),
+        Feature(
+            "resid_z_ewm_10_b60",
+            ewm(_resid_z_60, 0.1),
+            "exponentially weighted residual return z-score against a 60-bar beta (alpha 0.1)",
+        ),
+        Feature(
+            "range_z_30",
+            log(_high / _low) / _rvol(30),
+            "last bar's high-low range in units of 30-bar realized volatility",
+        ),
         Feature("mkt_ret_1", _mkt_ret_1, "equal-weighted mean 1-bar log return of the universe (market factor)"),
         Feature("mkt_ret_15", cross_mean(_ret(15)), "equal-weighted mean 15-bar log return of the universe"),
         Feature("beta_240", _beta_240, "rolling 240-bar beta of the symbol's returns to the market factor"),
@@ -187,13 +218,22 @@ RISK = _set(
         "ewma_vol", "mkt_ret_1", "beta_240", "volume_z_60",
     ],
 )  # fmt: skip
+PRICE_OHLCV = _set(
+    "price_ohlcv",
+    "inputs of the price model from OHLCV bars alone: returns, volatility, volume, momentum, time of day, market",
+    [
+        "ret_1", "ret_5", "ret_15", "ret_1_z", "ret_15_z", "rvol_15", "rvol_60", "vol_ratio_15_60",
+        "parkinson_30", "garman_klass_30", "range_z_30", "volume_z_60", "rsi_14", "macd", "macd_hist",
+        "tod_sin", "tod_cos", "mkt_ret_1", "mkt_ret_15", "beta_60", "resid_z_ewm_10_b60",
+    ],
+)  # fmt: skip
 SENTIMENT = _set(
     "sentiment",
     "per-symbol news sentiment: decayed sums of headline scores and counts by publication time",
     ["news_score_hl_15", "news_score_hl_60", "news_score_hl_240", "news_count_hl_60"],
 )
 
-FEATURE_SETS: dict[str, FeatureSet] = {s.name: s for s in (PRICE, RISK, SENTIMENT)}
+FEATURE_SETS: dict[str, FeatureSet] = {s.name: s for s in (PRICE, PRICE_OHLCV, RISK, SENTIMENT)}
 
 
 def feature_set(name: str) -> FeatureSet:
@@ -206,3 +246,12 @@ def feature_set(name: str) -> FeatureSet:
         return FEATURE_SETS[name]
     except KeyError:
         raise UnknownFeatureError(f"unknown feature set {name!r}; known: {sorted(FEATURE_SETS)}") from None
+
+
+def resolve(name: str, interval_s: int = 60, calendar: str = "24/7") -> FeatureSet:
+    """The set ``name`` for bars of ``interval_s`` seconds on the session calendar ``calendar``.
+
+    Raises:
+        UnknownFeatureError: no set has that name.
+    """
+    return feature_set(name).with_interval(interval_s).with_calendar(calendar)

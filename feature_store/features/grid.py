@@ -1,7 +1,8 @@
 """Bars (and news) on a regular time grid: the common input of both evaluators.
 
-Every symbol gets one row per interval from its first bar on. An interval with no bar is
-filled as a bar with no trades: open, high, low, close and VWAP at the last close, volume,
+Every symbol gets one row per open bar slot from its first bar on (every slot for a 24/7
+market; the slots of its sessions for a market that closes, see
+:mod:`feature_store.features.calendars`). A slot with no bar is filled as a bar with no trades: open, high, low, close and VWAP at the last close, volume,
 buy volume and trade count zero. Before a symbol's first bar every input is NaN. The
 online evaluator fills in exactly the same way, bar by bar.
 
@@ -22,6 +23,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from feature_store.errors import DataValidationError, UnknownFeatureError
+from feature_store.features.calendars import ALWAYS_OPEN, SessionCalendar, session_calendar
 from feature_store.features.expressions import INPUTS
 from feature_store.features.kernels import Array
 from feature_store.records import NS_PER_S
@@ -38,7 +40,8 @@ class BarGrid:
 
     Attributes:
         interval_s: bar length.
-        times: bar starts, UTC epoch ns, ascending and evenly spaced.
+        times: bar starts, UTC epoch ns, ascending: every slot (24/7) or every open slot of
+            the calendar's sessions.
         symbols: the universe, sorted (the column order).
         inputs: each of ``INPUTS`` as a float64 array of shape (times, symbols).
         present: True from each symbol's first bar on.
@@ -54,13 +57,17 @@ class BarGrid:
 
 
 def day_angle(start_ns: npt.NDArray[np.int64] | int) -> Array:
-    """``2 * pi`` times the fraction of the UTC day at which a bar starts."""
-    seconds = np.asarray(start_ns, dtype=np.int64) // NS_PER_S % 86400
-    return np.asarray(seconds * (2.0 * np.pi / 86400.0), dtype=np.float64)
+    """``2 * pi`` times the fraction of the UTC day at which a bar starts (the 24/7 time of day)."""
+    return SessionCalendar(ALWAYS_OPEN, 60).day_angle(start_ns)
 
 
-def check_bars(bars: pd.DataFrame, interval_s: int, source: str = "bars") -> None:
-    """Raise :class:`DataValidationError` naming the first row that breaks the input policy."""
+def check_bars(
+    bars: pd.DataFrame, interval_s: int, source: str = "bars", calendar: SessionCalendar | None = None
+) -> None:
+    """Raise :class:`DataValidationError` naming the first row that breaks the input policy.
+
+    With a ``calendar`` that closes, a bar outside its sessions is an error too.
+    """
     missing = [c for c in _REQUIRED if c not in bars]
     if missing:
         raise DataValidationError(source, None, f"missing column(s) {missing}")
@@ -83,6 +90,8 @@ def check_bars(bars: pd.DataFrame, interval_s: int, source: str = "bars") -> Non
         (~(np.isfinite(buy) & (buy >= 0.0) & (buy <= volume * (1 + 1e-12))), "buy_volume not in [0, volume]")
     )
     problems.append((bars.duplicated(["symbol", "start_ns"]).to_numpy(), "the same (symbol, start_ns) appears twice"))
+    if calendar is not None and not calendar.always_open and n:
+        problems.append((~calendar.is_open(start), f"the bar starts outside the {calendar.name} sessions"))
     bad = np.zeros(n, dtype=bool)
     for mask, _ in problems:
         bad |= mask
@@ -99,8 +108,9 @@ def bar_grid(
     *,
     news: pd.DataFrame | None = None,
     symbols: Sequence[str] | None = None,
+    calendar: str = ALWAYS_OPEN,
 ) -> BarGrid:
-    """Check ``bars`` and lay them (and news) out on the regular grid.
+    """Check ``bars`` and lay them (and news) out on the grid of open bar slots.
 
     Args:
         bars: columns as in ``BAR_COLUMNS`` (any order of rows).
@@ -109,12 +119,14 @@ def bar_grid(
             in the bar during which it was published.
         symbols: the universe (default: every symbol in ``bars``); bars of other symbols are
             an error.
+        calendar: the session calendar (``24/7`` or an exchange calendar name).
 
     Raises:
         DataValidationError: a row breaks the input policy.
         UnknownFeatureError: ``bars`` has symbols outside ``symbols``.
     """
-    check_bars(bars, interval_s)
+    sessions = session_calendar(calendar, interval_s)
+    check_bars(bars, interval_s, calendar=sessions)
     universe = tuple(sorted(set(bars["symbol"].tolist()) if symbols is None else set(symbols)))
     unknown = sorted(set(bars["symbol"].tolist()) - set(universe))
     if unknown:
@@ -124,10 +136,10 @@ def bar_grid(
         times = np.empty(0, dtype=np.int64)
     else:
         start = bars["start_ns"].to_numpy(np.int64)
-        times = np.arange(int(start.min()), int(start.max()) + interval_ns, interval_ns, dtype=np.int64)
+        times = sessions.slots(int(start.min()), int(start.max()))
     shape = (len(times), len(universe))
     col_of = {s: i for i, s in enumerate(universe)}
-    rows = ((bars["start_ns"].to_numpy(np.int64) - (times[0] if len(times) else 0)) // interval_ns).astype(np.intp)
+    rows = np.searchsorted(times, bars["start_ns"].to_numpy(np.int64)).astype(np.intp)
     cols = np.array([col_of[s] for s in bars["symbol"].tolist()], dtype=np.intp)
 
     observed = np.zeros(shape, dtype=bool)
@@ -151,7 +163,7 @@ def bar_grid(
     score, count = _news_grid(news, times, col_of, interval_ns, shape)
     inputs["news_score"] = np.where(present, score, np.nan)
     inputs["news_count"] = np.where(present, count, np.nan)
-    inputs["day_angle"] = np.where(present, day_angle(times)[:, None], np.nan)
+    inputs["day_angle"] = np.where(present, sessions.day_angle(times)[:, None], np.nan)
     assert set(inputs) == set(INPUTS)
     return BarGrid(interval_s, times, universe, inputs, present, observed)
 
@@ -179,9 +191,12 @@ def _news_grid(
     order = np.argsort(ts, kind="stable")
     flat_index: list[int] = []
     flat_score: list[float] = []
+    # A headline counts in the first bar that closes after it: the bar it was published in, or
+    # (published while the market was closed) the next session's first bar.
+    bar_of = np.searchsorted(times + interval_ns, ts, side="right")
     for i in order.tolist():
-        row = (int(ts[i]) - int(times[0])) // interval_ns
-        if not 0 <= row < shape[0]:
+        row = int(bar_of[i])
+        if ts[i] < times[0] or row >= shape[0]:
             continue
         for symbol in news["symbols"].iloc[i]:
             col = col_of.get(symbol)

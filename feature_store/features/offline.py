@@ -49,7 +49,7 @@ def compute_features(
         DataValidationError: the bars or news break the input policy of
             :mod:`feature_store.features.grid`; nothing is computed.
     """
-    grid = bar_grid(bars, feature_set.interval_s, news=news, symbols=symbols)
+    grid = bar_grid(bars, feature_set.interval_s, news=news, symbols=symbols, calendar=feature_set.calendar)
     return features_frame(feature_set, grid, evaluate_grid(feature_set, grid))
 
 

@@ -28,7 +28,6 @@ import numpy.typing as npt
 
 from feature_store.errors import UnknownFeatureError
 from feature_store.features.expressions import ELEMENTWISE, INPUTS, Expr
-from feature_store.features.grid import day_angle
 from feature_store.features.kernels import Array, elementwise, recurrence_factor
 from feature_store.features.registry import FeatureSet
 from feature_store.records import NS_PER_S, Bar
@@ -78,6 +77,7 @@ class OnlineFeatures:
             raise UnknownFeatureError("OnlineFeatures needs at least one symbol")
         self._column = {s: i for i, s in enumerate(self.symbols)}
         self._interval_ns = feature_set.interval_s * NS_PER_S
+        self._sessions = feature_set.sessions()
         n = len(self.symbols)
         self._present = np.zeros(n, dtype=bool)
         self._last_close = np.full(n, np.nan)
@@ -109,6 +109,8 @@ class OnlineFeatures:
             self.dropped["invalid_news"] += 1
             return
         bucket = ts_ns // self._interval_ns * self._interval_ns
+        if not self._sessions.always_open and not self._sessions.is_open(np.array([bucket]))[0]:
+            bucket = self._sessions.next_slot(ts_ns)  # published while closed: counts in the next session's bar
         if self._next_ns is not None and bucket < self._next_ns:
             self.dropped["late_news"] += 1
             bucket = self._next_ns
@@ -125,11 +127,14 @@ class OnlineFeatures:
         """Close the interval starting at ``start_ns`` with the bars that closed in it.
 
         Intervals skipped since the last update (no bar at all) are gap-filled first, so
-        features stay on the regular grid. Returns the interval's features, or None when
-        ``start_ns`` was already closed (counted as ``late_update``).
+        features stay on the grid of open slots (a closed market's nights and weekends are not
+        slots). Returns the interval's features, or None when ``start_ns`` was already closed
+        (counted as ``late_update``).
         """
         if start_ns % self._interval_ns != 0:
             raise ValueError(f"start_ns {start_ns} is not a multiple of {self.feature_set.interval_s} s")
+        if not self._sessions.always_open and not self._sessions.is_open(np.array([start_ns]))[0]:
+            raise ValueError(f"start_ns {start_ns} is outside the {self._sessions.name} sessions")
         if self._next_ns is not None and start_ns < self._next_ns:
             self.dropped["late_update"] += 1
             return None
@@ -167,13 +172,15 @@ class OnlineFeatures:
         score, count = self._pending.pop(start_ns, (np.zeros(n), np.zeros(n)))
         inputs["news_score"] = np.where(present, score, np.nan)
         inputs["news_count"] = np.where(present, count, np.nan)
-        inputs["day_angle"] = np.where(present, day_angle(start_ns), np.nan)
+        inputs["day_angle"] = np.where(present, self._sessions.day_angle(start_ns), np.nan)
         self._inputs = inputs
         values: list[Array | float] = [0.0] * len(self._plan)
         for i, (step, args) in enumerate(self._plan):
             values[i] = step([values[a] for a in args])
         self._steps += 1
-        self._next_ns = start_ns + self._interval_ns
+        self._next_ns = (
+            start_ns + self._interval_ns if self._sessions.always_open else self._sessions.next_slot(start_ns)
+        )
         out = np.empty((n, len(self._outputs)))
         for j, slot in enumerate(self._outputs):
             out[:, j] = values[slot]

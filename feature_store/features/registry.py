@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from feature_store.errors import UnknownFeatureError
+from feature_store.features.calendars import SessionCalendar, session_calendar
 from feature_store.features.expressions import Expr
 
 __all__ = ["Feature", "FeatureSet"]
@@ -58,12 +59,15 @@ class FeatureSet:
         features: the features, in the column order of every vector and table.
         interval_s: bar length the math is written for.
         description: one line for people.
+        calendar: the session calendar bars follow: ``24/7`` (every slot is a bar) or an
+            exchange calendar name (``XNYS``...): see :mod:`feature_store.features.calendars`.
     """
 
     name: str
     features: tuple[Feature, ...]
     interval_s: int = 60
     description: str = ""
+    calendar: str = "24/7"
     _by_name: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,7 +86,7 @@ class FeatureSet:
 
     @cached_property
     def version(self) -> str:
-        """16 hex digits of SHA-256 over the definitions (names, math, interval)."""
+        """16 hex digits of SHA-256 over the definitions (names, math, interval, calendar)."""
         text = json.dumps(self.definitions(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -114,12 +118,19 @@ class FeatureSet:
         return [self._by_name[n] for n in names]
 
     def definitions(self) -> dict[str, Any]:
-        """The hashed definition: name, interval and each feature's name and canonical math."""
-        return {
+        """The hashed definition: name, interval, calendar and each feature's name and canonical math.
+
+        The calendar is named only when it is not ``24/7`` (so around-the-clock sets keep the
+        versions they always had).
+        """
+        out: dict[str, Any] = {
             "name": self.name,
             "interval_s": self.interval_s,
             "features": [{"name": f.name, "math": f.expr.key} for f in self.features],
         }
+        if self.calendar != "24/7":
+            out["calendar"] = self.calendar
+        return out
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per feature: name, lookback, description and math (for catalogues)."""
@@ -131,3 +142,11 @@ class FeatureSet:
     def with_interval(self, interval_s: int) -> FeatureSet:
         """The same math for bars of another length (a different version)."""
         return replace(self, interval_s=interval_s)
+
+    def with_calendar(self, calendar: str) -> FeatureSet:
+        """The same math on another market's sessions (a different version unless ``24/7``)."""
+        return replace(self, calendar=calendar)
+
+    def sessions(self) -> SessionCalendar:
+        """The session calendar of this set's bars."""
+        return session_calendar(self.calendar, self.interval_s)

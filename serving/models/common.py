@@ -135,8 +135,12 @@ def long_short_backtest(
     interval_s: int,
     fee_bps: float = 2.0,
     time: str = "ts_ns",
+    demean: bool = True,
 ) -> LongShort:
     """Dollar-neutral rank-weighted long-short book, held ``horizon`` bars, net of fees.
+
+    ``demean=False`` (one or two symbols) holds each symbol long or short by the sign of its
+    forecast, equally weighted: a time-series book.
 
     The capital is split into ``horizon`` staggered sleeves, one rebalancing at each bar offset
     (overlapping portfolios): every timestamp's forecast trades, and the result does not hang
@@ -145,8 +149,11 @@ def long_short_backtest(
     from non-overlapping blocks of ``horizon`` bars.
     """
     data = frame[[time, "symbol", forecast, realized]].dropna()
-    ranks = data.groupby(time)[forecast].rank()
-    centered = ranks - ranks.groupby(data[time]).transform("mean")
+    if demean:
+        ranks = data.groupby(time)[forecast].rank()
+        centered = ranks - ranks.groupby(data[time]).transform("mean")
+    else:
+        centered = np.sign(data[forecast])
     gross = centered.abs().groupby(data[time]).transform("sum")
     data = data.assign(w=(centered / gross.where(gross > 0)).fillna(0.0))
     wide_w = data.pivot(index=time, columns="symbol", values="w").fillna(0.0)
@@ -170,6 +177,60 @@ def long_short_backtest(
     return LongShort(net, sharpe, drawdown, float(pd.concat(turnovers).mean()), float(net.sum()))
 
 
+def pooled_ics(
+    frame: pd.DataFrame, forecast: str, realized: str, *, time: str = "ts_ns", rank: bool = False
+) -> pd.Series:
+    """Per-timestamp parts of the pooled (time-series) correlation of ``forecast`` and ``realized``.
+
+    Both sides are standardized over every row (all symbols, all times); the value at a
+    timestamp is the mean product of its rows, so the series' mean is the pooled correlation
+    (exactly, when every timestamp has the same number of symbols). What one or two symbols
+    are scored by: there is no cross-section to correlate across.
+    """
+    data = frame[[time, forecast, realized]].dropna()
+    x = data[forecast].astype(np.float64)
+    y = data[realized].astype(np.float64)
+    if rank:
+        x, y = x.rank(), y.rank()
+    sx, sy = float(x.std(ddof=0)), float(y.std(ddof=0))
+    if not (sx > 0 and sy > 0):
+        return pd.Series(dtype=float)
+    parts = ((x - x.mean()) / sx) * ((y - y.mean()) / sy)
+    return parts.groupby(data[time].to_numpy()).mean()
+
+
+def ic_series(
+    frame: pd.DataFrame, forecast: str, realized: str, *, cross_sectional: bool = True, rank: bool = False
+) -> pd.Series:
+    """Per-timestamp IC: cross-sectional correlations, or the pooled correlation's parts."""
+    if cross_sectional:
+        return cross_sectional_ics(frame, forecast, realized, rank=rank)
+    return pooled_ics(frame, forecast, realized, rank=rank)
+
+
+def newey_west_t(values: np.ndarray | pd.Series, lags: int) -> tuple[float, float]:
+    """t-statistic and standard error of the mean of ``values`` with Newey-West (Bartlett) weights.
+
+    Overlapping forward returns make neighbouring ICs correlated for ``horizon`` bars: a plain
+    t-test would count each piece of information ``horizon`` times. NaN when fewer than
+    ``lags + 2`` values or no variation.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n < lags + 2:
+        return float("nan"), float("nan")
+    mean = float(x.mean())
+    d = x - mean
+    long_run = float(d @ d) / n
+    for k in range(1, lags + 1):
+        long_run += 2.0 * (1.0 - k / (lags + 1)) * float(d[k:] @ d[:-k]) / n
+    if not long_run > 0:
+        return float("nan"), float("nan")
+    se = math.sqrt(long_run / n)
+    return mean / se, se
+
+
 def signal_metrics(
     frame: pd.DataFrame,
     forecast: str,
@@ -178,16 +239,26 @@ def signal_metrics(
     horizon: int,
     interval_s: int,
     fee_bps: float = 2.0,
+    cross_sectional: bool = True,
 ) -> dict[str, float]:
-    """IC, rank IC, ICIR, hit rate and the long-short backtest of one forecast column."""
-    ics = cross_sectional_ics(frame, forecast, realized)
-    rank_ics = cross_sectional_ics(frame, forecast, realized, rank=True)
+    """IC, rank IC, ICIR, the IC's Newey-West t-statistic, hit rate and the long-short backtest.
+
+    ``cross_sectional=False`` scores by the pooled time-series IC and trades each symbol's
+    own sign in the backtest (no demeaning across symbols).
+    """
+    ics = ic_series(frame, forecast, realized, cross_sectional=cross_sectional)
+    rank_ics = ic_series(frame, forecast, realized, cross_sectional=cross_sectional, rank=True)
     valid = frame[[forecast, realized]].dropna()
     hits = float((np.sign(valid[forecast]) == np.sign(valid[realized])).mean()) if len(valid) else float("nan")
-    book = long_short_backtest(frame, forecast, realized, horizon=horizon, interval_s=interval_s, fee_bps=fee_bps)
+    book = long_short_backtest(
+        frame, forecast, realized, horizon=horizon, interval_s=interval_s, fee_bps=fee_bps, demean=cross_sectional
+    )
     ic_sd = float(ics.std(ddof=1)) if len(ics) > 1 else float("nan")
+    t, se = newey_west_t(ics.to_numpy(), horizon)
     return {
         "ic": float(ics.mean()) if len(ics) else float("nan"),
+        "ic_nw_t": t,
+        "ic_se": se,
         "rank_ic": float(rank_ics.mean()) if len(rank_ics) else float("nan"),
         "icir": float(ics.mean() / ic_sd) if ic_sd and ic_sd > 0 else float("nan"),
         "hit_rate": hits,

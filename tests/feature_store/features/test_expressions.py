@@ -46,8 +46,13 @@ def test_version_is_stable_and_changes_with_the_math_or_interval() -> None:
 
 
 def test_registered_sets_have_their_models_features() -> None:
-    assert set(FEATURE_SETS) == {"price", "risk", "sentiment"}
+    assert set(FEATURE_SETS) == {"price", "price_ohlcv", "risk", "sentiment"}
     assert PRICE.lookback == 719  # trade_rate_30_720: 720 bars of trade counts
+    # OHLCV-only: nothing reads trade counts, taker volume, VWAP or news, and the lookback stays short.
+    ohlcv = FEATURE_SETS["price_ohlcv"]
+    inputs = {n.params[0] for f in ohlcv.features for n in f.expr.nodes() if n.op == "col"}
+    assert inputs <= {"open", "high", "low", "close", "volume", "day_angle"}, inputs
+    assert ohlcv.lookback <= 80
     assert "imbalance_ewm_10" in PRICE.names
     assert feature_set("risk").names[0] == "ret_1"
 
