@@ -25,7 +25,7 @@ import pandas as pd
 from feature_store.errors import DataValidationError
 from feature_store.records import BAR_COLUMNS, NS_PER_S, Bar, Trade
 
-__all__ = ["BarAggregator", "bars_from_trades"]
+__all__ = ["BarAggregator", "bars_from_trades", "trades_from_bars"]
 
 
 def bars_from_trades(trades: pd.DataFrame, interval_s: int = 60) -> pd.DataFrame:
@@ -191,3 +191,39 @@ class BarAggregator:
             b.notional / b.volume,
             b.trades,
         )
+
+
+def trades_from_bars(bars: pd.DataFrame, venue: str = "bars") -> list[Trade]:
+    """Four trades per bar standing in for the trades of an OHLCV-only source.
+
+    A backtest that fills orders against trades (as the engine's paper broker does) needs
+    them: each bar becomes its open, its extreme on the way (the low first when the bar
+    closed up, the high first when it closed down), the other extreme and its close, at the
+    bar's start and one, two and three quarters into it, each a quarter of the volume (a
+    bar without volume gets one unit, so orders can still fill at its prices). The side is
+    the direction of the move into the price (``buy`` at the open). Sorted by time, then
+    symbol, as stored trades are replayed.
+    """
+    if bars.empty:
+        return []
+    data = bars.sort_values(["start_ns", "symbol"], kind="stable")
+    start = data["start_ns"].to_numpy(np.int64)
+    quarter = data["interval_s"].to_numpy(np.int64) * NS_PER_S // 4
+    up = data["close"].to_numpy(np.float64) >= data["open"].to_numpy(np.float64)
+    low, high = data["low"].to_numpy(np.float64), data["high"].to_numpy(np.float64)
+    path = np.stack(
+        [data["open"].to_numpy(np.float64), np.where(up, low, high), np.where(up, high, low), data["close"].to_numpy()],
+        axis=1,
+    )
+    volume = data["volume"].to_numpy(np.float64)
+    size = np.where(volume > 0, volume / 4.0, 1.0)
+    symbols = data["symbol"].tolist()
+    out = []
+    for i, symbol in enumerate(symbols):
+        for k in range(4):
+            ts = int(start[i] + k * quarter[i])
+            price = float(path[i, k])
+            rising = k == 0 or price >= path[i, k - 1]
+            out.append(Trade(venue, symbol, ts, price, float(size[i]), "buy" if rising else "sell", f"{ts}-{k}"))
+    out.sort(key=lambda t: (t.ts_ns, t.symbol))
+    return out

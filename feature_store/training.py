@@ -115,9 +115,7 @@ def training_set_from_bars(
     frames = [compute_features(fs, bars, news=news, symbols=symbols) for fs in feature_sets]
     interval = _one_interval(feature_sets)
     calendar = feature_sets[0].calendar
-    labels = pd.concat(
-        [forward_return_labels(bars, h, interval, symbols=symbols, calendar=calendar) for h in horizons]
-    )
+    labels = pd.concat([forward_return_labels(bars, h, interval, symbols=symbols, calendar=calendar) for h in horizons])
     return _join(feature_sets, frames, labels, [label_name(h) for h in horizons])
 
 

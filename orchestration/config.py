@@ -9,6 +9,18 @@ Variables:
         files ``<RRR_SOURCE_DIR>/{trades,bars,news}/YYYY-MM-DD.{parquet,csv}``) or ``recorded``
         (what the engine recorded into PostgreSQL).
     RRR_SOURCE_DIR: the folder of the ``files`` source.
+    RRR_BAR_SECONDS: the pipeline's bar length in seconds (default 60). Stored reads, feature
+        sets, labels, training sets, the models' metadata and what the service reads all
+        follow it; the synthetic market is simulated at it. Bars of another length in the
+        source are an error naming both lengths.
+    RRR_CALENDAR: the session calendar of the market: ``24/7`` (default, crypto) or an
+        ``exchange_calendars`` name (``XNYS`` for US equities, ``XLON``, ``24/5`` for FX...).
+        Bars and features follow its sessions: nights, weekends and holidays are not
+        gap-filled, and time of day means time of the session.
+    RRR_HORIZON_BARS: the price model's forecast horizon in bars (default 15).
+    RRR_FEATURES: the price model's feature set: ``auto`` (default: ``price`` when the bars
+        carry trade counts and taker volume, ``price_ohlcv`` when they are OHLCV only),
+        ``full`` or ``ohlcv``.
     RRR_SYNTHETIC_SYMBOLS / RRR_SYNTHETIC_DAYS / RRR_SYNTHETIC_SEED: the synthetic market.
     RRR_PARTITIONS_START / RRR_PARTITIONS_END: first and (exclusive) last day of the daily
         partitions, ``YYYY-MM-DD``; for the synthetic source they default to its days, for the
@@ -28,8 +40,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestration.errors import ConfigError
+
+if TYPE_CHECKING:
+    from feature_store.features.registry import FeatureSet
 
 SOURCES = ("synthetic", "files", "recorded")
 _DEFAULT_SYNTHETIC_START = date(2026, 1, 5)  # SyntheticMarketConfig's default start
@@ -51,6 +67,10 @@ class OrchestrationSettings:
     train: str
     ic_decay: float
     psi_threshold: float
+    bar_seconds: int = 60
+    calendar: str = "24/7"
+    horizon_bars: int = 15
+    features: str = "auto"
 
     @property
     def lake(self) -> Path:
@@ -67,6 +87,12 @@ class OrchestrationSettings:
     @property
     def alerts(self) -> Path:
         return self.home / "alerts"
+
+    def feature_set(self, name: str) -> FeatureSet:
+        """The feature set ``name`` for this pipeline's bar length and session calendar."""
+        from feature_store.features.catalog import resolve
+
+        return resolve(name, self.bar_seconds, self.calendar)
 
     def partition_days(self) -> list[str]:
         """The daily partition keys with a known end (every day of the synthetic market)."""
@@ -86,8 +112,29 @@ class OrchestrationSettings:
             seed = int(env.get("RRR_SYNTHETIC_SEED", "7"))
             ic_decay = float(env.get("RRR_IC_DECAY", "0.5"))
             psi = float(env.get("RRR_PSI_THRESHOLD", "0.25"))
+            bar_seconds = int(env.get("RRR_BAR_SECONDS", "60"))
+            horizon = int(env.get("RRR_HORIZON_BARS", "15"))
         except ValueError as exc:
-            raise ConfigError(f"RRR_SYNTHETIC_*, RRR_IC_DECAY and RRR_PSI_THRESHOLD must be numbers: {exc}") from exc
+            raise ConfigError(
+                f"RRR_SYNTHETIC_*, RRR_IC_DECAY, RRR_PSI_THRESHOLD, RRR_BAR_SECONDS and RRR_HORIZON_BARS "
+                f"must be numbers: {exc}"
+            ) from exc
+        if bar_seconds < 1 or 86_400 % bar_seconds != 0:
+            raise ConfigError(f"RRR_BAR_SECONDS must divide a day (1, 60, 300, 3600, 86400...), got {bar_seconds}")
+        if horizon < 1:
+            raise ConfigError(f"RRR_HORIZON_BARS must be >= 1, got {horizon}")
+        features = env.get("RRR_FEATURES", "auto")
+        if features not in ("auto", "full", "ohlcv"):
+            raise ConfigError(f"RRR_FEATURES must be auto, full or ohlcv, got {features!r}")
+        calendar = env.get("RRR_CALENDAR", "24/7")
+        if calendar != "24/7":
+            from feature_store.errors import DataValidationError
+            from feature_store.features.calendars import session_calendar
+
+            try:
+                session_calendar(calendar, bar_seconds)
+            except DataValidationError as exc:
+                raise ConfigError(f"RRR_CALENDAR: {exc}") from None
         if symbols < 1 or days <= 0:
             raise ConfigError(f"need >= 1 symbol and > 0 days, got {symbols} and {days}")
         source = env.get("RRR_SOURCE", "synthetic")
@@ -118,6 +165,10 @@ class OrchestrationSettings:
             train=train,
             ic_decay=ic_decay,
             psi_threshold=psi,
+            bar_seconds=bar_seconds,
+            calendar=calendar,
+            horizon_bars=horizon,
+            features=features,
         )
 
     def synthetic_start_ns(self) -> int:

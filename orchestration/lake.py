@@ -49,7 +49,25 @@ def read_raw(lake: Path, table: str, days: Sequence[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.read_parquet(raw_path(lake, table, days[0]))
 
 
-def landed_days(lake: Path, table: str = "bars") -> list[str]:
-    """Days whose raw ``table`` has landed, in order."""
+def landed_days(lake: Path, table: str = "bars", *, source: str | None = None) -> list[str]:
+    """Days whose raw ``table`` has landed, in order (only those landed from ``source`` if given)."""
     folder = lake / "raw" / table
-    return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    days = sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    if source is not None:
+        days = [d for d in days if landed_source(lake, d) == source]
+    return days
+
+
+def mark_source(lake: Path, day: str, source: str) -> None:
+    """Record which source ``day``'s raw partition was landed from."""
+    path = lake / "raw" / "sources" / f"{day}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(source)
+    os.replace(tmp, path)
+
+
+def landed_source(lake: Path, day: str) -> str | None:
+    """The source ``day``'s raw partition was landed from (None before sources were recorded)."""
+    path = lake / "raw" / "sources" / f"{day}.txt"
+    return path.read_text().strip() if path.exists() else None

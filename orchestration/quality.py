@@ -232,13 +232,15 @@ def reference_ranges(
 
     ``widen`` adds that many range widths on each side, so the check fires on values that
     are clearly foreign (another unit, a broken source), not on a calm day's new extreme.
+    A feature with no finite value in the window (its lookback is longer than the history)
+    has no range and is left out: the caller reports it as warming up.
     """
     out = {}
     for name in names:
         values = features[name].to_numpy(np.float64)
         values = values[np.isfinite(values)]
         if not len(values):
-            raise ValueError(f"feature {name!r} has no finite values to take a reference range from")
+            continue
         low, high = np.quantile(values, [quantile, 1.0 - quantile])
         pad = widen * max(high - low, 1e-12)
         out[name] = (float(low - pad), float(high + pad))
@@ -255,10 +257,13 @@ def validate_features(
     in_range_share: float = 0.999,
     suite: str = "features",
     time: str = "ts_ns",
+    warming_up: Sequence[str] = (),
 ) -> QualityReport:
     """Validate a feature table (``symbol``, ``time`` and the ``names`` columns).
 
     ``in_range_share`` of each feature's present values must lie inside its reference range.
+    Features named in ``warming_up`` (too little history for their lookback) may be null;
+    their present values must still be finite.
     """
     import great_expectations.expectations as gxe
 
@@ -270,7 +275,8 @@ def validate_features(
     expectations: list[Expectation] = [gxe.ExpectCompoundColumnsToBeUnique(column_list=["symbol", time])]
     largest = float(np.finfo(np.float64).max)
     for name in names:
-        expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=1.0 - max_null_share))
+        if name not in warming_up:
+            expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=1.0 - max_null_share))
         frame[name] = frame[name].astype(np.float64)
         # Every present value finite (the largest floats as bounds), and nearly all of them
         # inside the reference range: a rare genuine extreme passes, a foreign unit does not.

@@ -7,10 +7,14 @@ against). :func:`available` fingerprints the days a source holds, so a sensor ca
 new data arrived.
 
 * ``synthetic``: the deterministic synthetic market (simulated once per process).
-* ``files``: ``<dir>/{trades,bars,news}/YYYY-MM-DD.{parquet,csv}``; bars are built from trades
-  when a day has trades but no bars file.
+* ``files``: ``<dir>/{trades,bars,news}/YYYY-MM-DD.{parquet,csv}``; bars files are read
+  like ``rrr-import`` reads them (OHLCV alone is enough: taker volume, VWAP and trade counts
+  are filled as neutral), and built from trades when a day has trades but no bars file.
 * ``recorded``: trades and news the engine recorded into PostgreSQL (any venue but the
   synthetic one); bars are built from the trades.
+
+Bars are of the pipeline's bar length (``RRR_BAR_SECONDS``): bars of another length in a file
+are an error naming both.
 """
 
 from __future__ import annotations
@@ -29,17 +33,22 @@ Frames = dict[str, pd.DataFrame]
 
 
 @functools.lru_cache(maxsize=1)
-def _synthetic(symbols: int, days: float, seed: int, start_ns: int) -> tuple[Any, pd.DataFrame]:
+def _synthetic(symbols: int, days: float, seed: int, start_ns: int, interval_s: int) -> tuple[Any, pd.DataFrame]:
     from feature_store.sources.synthetic import SyntheticMarketConfig, simulate_market
 
-    market = simulate_market(SyntheticMarketConfig(symbols=symbols, days=days, seed=seed, start_ns=start_ns))
+    config = SyntheticMarketConfig(symbols=symbols, days=days, seed=seed, start_ns=start_ns, interval_s=interval_s)
+    market = simulate_market(config)
     return market, market.bars()
 
 
 def synthetic_market(settings: OrchestrationSettings) -> tuple[Any, pd.DataFrame]:
     """The synthetic market of ``settings`` and its bars (simulated once per process)."""
     return _synthetic(
-        settings.synthetic_symbols, settings.synthetic_days, settings.synthetic_seed, settings.synthetic_start_ns()
+        settings.synthetic_symbols,
+        settings.synthetic_days,
+        settings.synthetic_seed,
+        settings.synthetic_start_ns(),
+        settings.bar_seconds,
     )
 
 
@@ -62,8 +71,8 @@ def load_days(settings: OrchestrationSettings, days: Sequence[str], run_db: Call
         }
     if settings.source == "files":
         assert settings.source_dir is not None
-        return _from_files(settings.source_dir, days)
-    return run_db(functools.partial(_from_database, start=start, end=end))
+        return _from_files(settings.source_dir, days, settings.bar_seconds)
+    return run_db(functools.partial(_from_database, start=start, end=end, interval_s=settings.bar_seconds))
 
 
 def _empty(table: str) -> pd.DataFrame:
@@ -76,10 +85,12 @@ def _empty(table: str) -> pd.DataFrame:
     return pd.DataFrame(columns=list(columns))
 
 
-def _read_file(folder: Path, table: str, day: str) -> pd.DataFrame | None:
+def _read_file(folder: Path, table: str, day: str, interval_s: int) -> pd.DataFrame | None:
     for suffix, reader in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
         path = folder / table / f"{day}{suffix}"
         if path.exists():
+            if table == "bars":
+                return _read_bars(path, interval_s)
             frame = reader(path)
             if table == "news" and "symbols" in frame and len(frame) and isinstance(frame["symbols"].iloc[0], str):
                 frame["symbols"] = frame["symbols"].str.split("|")  # CSV: symbols joined by '|'
@@ -87,16 +98,35 @@ def _read_file(folder: Path, table: str, day: str) -> pd.DataFrame | None:
     return None
 
 
-def _from_files(folder: Path, days: Sequence[str]) -> Frames:
+def _read_bars(path: Path, interval_s: int) -> pd.DataFrame:
+    """A day's bars file, read and checked as ``rrr-import`` reads one."""
+    from feature_store.errors import DataValidationError
+    from feature_store.sources.files import read_bars_file
+
+    head = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, nrows=0)
+    bars = read_bars_file(path, interval_s=None if "interval_s" in head.columns else interval_s)
+    other = sorted(set(bars["interval_s"].tolist()) - {interval_s})
+    if other:
+        raise DataValidationError(
+            str(path),
+            None,
+            f"holds {other[0]}-second bars; the pipeline runs on {interval_s}-second bars "
+            f"(set RRR_BAR_SECONDS={other[0]} to use them)",
+        )
+    return bars
+
+
+def _from_files(folder: Path, days: Sequence[str], interval_s: int) -> Frames:
     from feature_store.bars import bars_from_trades
 
     out: dict[str, list[pd.DataFrame]] = {t: [] for t in ("trades", "bars", "news")}
     for day in days:
-        trades = _read_file(folder, "trades", day)
-        bars = _read_file(folder, "bars", day)
+        trades = _read_file(folder, "trades", day, interval_s)
+        bars = _read_file(folder, "bars", day, interval_s)
         if bars is None and trades is not None and len(trades):
-            bars = bars_from_trades(trades)
-        for table, frame in (("trades", trades), ("bars", bars), ("news", _read_file(folder, "news", day))):
+            bars = bars_from_trades(trades, interval_s)
+        news = _read_file(folder, "news", day, interval_s)
+        for table, frame in (("trades", trades), ("bars", bars), ("news", news)):
             if frame is not None:
                 out[table].append(frame)
     frames = {t: pd.concat(f, ignore_index=True) if f else _empty(t) for t, f in out.items()}
@@ -104,7 +134,7 @@ def _from_files(folder: Path, days: Sequence[str]) -> Frames:
     return frames
 
 
-async def _from_database(pool: Any, *, start: int, end: int) -> Frames:
+async def _from_database(pool: Any, *, start: int, end: int, interval_s: int) -> Frames:
     from feature_store.bars import bars_from_trades
     from feature_store.market_data import MarketDataStore
 
@@ -112,7 +142,8 @@ async def _from_database(pool: Any, *, start: int, end: int) -> Frames:
     trades = await store.read_trades(start, end)
     trades = trades[trades["venue"] != "synthetic"].reset_index(drop=True)
     news = await store.read_news(start, end)
-    return {"trades": trades, "bars": bars_from_trades(trades), "news": news, "oracle": _empty("oracle")}
+    bars = bars_from_trades(trades, interval_s) if len(trades) else _empty("bars")
+    return {"trades": trades, "bars": bars, "news": news, "oracle": _empty("oracle")}
 
 
 def available(settings: OrchestrationSettings, run_db: Callable[..., Any]) -> dict[str, str]:

@@ -233,8 +233,11 @@ def _set_stage(tag: str, stage: str, **labels: str) -> None:
     model.flush()
 
 
-def promote(tag: str, *, champion_score: float | None = None) -> ModelRecord:
+def promote(tag: str, *, champion_score: float | None = None, tolerance: float = 0.0) -> ModelRecord:
     """Make ``tag`` the production version of its name, if it earns it.
+
+    It earns it when every gate passed and its primary metric is not worse than production's
+    by more than ``tolerance`` (the noise a comparison on the same data allows).
 
     Raises:
         PromotionError: a gate failed, or the candidate is worse than production.
@@ -258,11 +261,11 @@ def promote(tag: str, *, champion_score: float | None = None) -> ModelRecord:
                 champion_score = champion.metadata.get("metrics", {}).get(metric)
             if not isinstance(score, int | float) or not isinstance(champion_score, int | float):
                 raise PromotionError(f"{metric} is missing for {record.tag} or production {champion.tag}")
-            worse = score < champion_score if higher else score > champion_score
+            worse = score < champion_score - tolerance if higher else score > champion_score + tolerance
             if worse:
                 raise PromotionError(
                     f"{record.tag} has {metric} {score:.6g}, worse than production {champion.tag} "
-                    f"({champion_score:.6g}); production is unchanged"
+                    f"({champion_score:.6g}) by more than the tolerance {tolerance:.4g}; production is unchanged"
                 )
             _set_stage(champion.tag, "archived")
         _set_stage(record.tag, "production", promoted_at=f"{time.time():.6f}")

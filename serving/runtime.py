@@ -275,16 +275,20 @@ def _price_plan(served: Served) -> _InputPlan:
 
 
 def _make_plan(served: Served) -> _InputPlan:
-    from feature_store.features.catalog import FEATURE_SETS
+    from feature_store.errors import UnknownFeatureError
+    from feature_store.features.catalog import resolve
 
     sets, offsets, offset = [], {}, 0
-    # The bar length the model was trained on (the pipeline's models: one minute).
+    # The bar length and session calendar the model was trained on (default: one minute, 24/7).
     interval_s = int(served.metadata.get("interval_s", 60))
+    calendar = str(served.metadata.get("calendar", "24/7"))
     for name, trained in served.feature_sets.items():
-        fs = FEATURE_SETS.get(name)
-        if fs is None:
-            raise FeatureSkewError(f"{served.tag} reads feature set {name!r}, which this platform no longer defines")
-        fs = fs.with_interval(interval_s)
+        try:
+            fs = resolve(name, interval_s, calendar)
+        except UnknownFeatureError:
+            raise FeatureSkewError(
+                f"{served.tag} reads feature set {name!r}, which this platform no longer defines"
+            ) from None
         if fs.version != trained:
             raise FeatureSkewError(
                 f"{served.tag} was trained on {name} features version {trained}; this platform computes "

@@ -165,13 +165,93 @@ def with_oracle(frame: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame
     return frame.merge(truth[["symbol", "ts_ns", "oracle"]], on=["symbol", "ts_ns"], how="left")
 
 
+# The price model's inputs by feature set: (signal candidates, context candidates).
+PRICE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "price": (price.SIGNAL_FEATURES, price.CONTEXT_FEATURES),
+    "price_ohlcv": (
+        ("resid_z_ewm_10_b60", "ret_1_z", "ret_15_z", "macd_hist", "rsi_14"),
+        ("vol_ratio_15_60", "volume_z_60", "range_z_30", "tod_cos", "tod_sin"),
+    ),
+}
+
+
+def price_config_for(
+    frame: pd.DataFrame,
+    base: price.PriceConfig,
+    *,
+    price_set: str,
+    interval_s: int,
+    calendar: str = "24/7",
+    horizon: int | None = None,
+) -> tuple[price.PriceConfig, dict[str, str]]:
+    """The price model's configuration for a training set: its bar length, calendar and horizon,
+    cross-sectional or per-symbol by the number of symbols, and the inputs the data can feed.
+
+    An input is left out when the training set lacks it, when it is constant (time of day on
+    daily bars, a residual return with one symbol), or when it is undefined in more than half
+    the rows or anywhere after its warm-up (a lookback longer than the history, a volume
+    z-score over zero volumes). Returns the config and ``{left-out input: why}``.
+
+    Raises:
+        TrainingDataError: no signal or no context input is left.
+    """
+    from serving.errors import TrainingDataError
+
+    signals, contexts = PRICE_INPUTS[price_set]
+    left_out: dict[str, str] = {}
+
+    def usable(name: str) -> bool:
+        if name not in frame:
+            left_out[name] = "not in the training set"
+            return False
+        values = frame[name].to_numpy(np.float64)
+        finite = np.isfinite(values)
+        if finite.mean() < 0.5:
+            left_out[name] = f"defined in only {finite.mean():.0%} of the rows (lookback longer than the history)"
+            return False
+        started = pd.Series(finite).groupby(frame["symbol"].to_numpy()).cummax().to_numpy()
+        if (started & ~finite).any():
+            left_out[name] = f"undefined in {int((started & ~finite).sum())} rows after its warm-up"
+            return False
+        if np.ptp(values[finite]) == 0.0:
+            left_out[name] = "constant"
+            return False
+        return True
+
+    chosen_signals = tuple(n for n in signals if usable(n))
+    chosen_contexts = tuple(n for n in contexts if usable(n))
+    if not chosen_signals or not chosen_contexts:
+        raise TrainingDataError("price", f"no usable signal or context input is left: {left_out}")
+    config = replace(
+        base,
+        interval_s=interval_s,
+        calendar=calendar,
+        horizon=horizon or base.horizon,
+        cross_sectional=int(frame["symbol"].nunique()) >= 3,
+        signal_features=chosen_signals,
+        context_features=chosen_contexts,
+    )
+    return config, left_out
+
+
 def train_price(
-    frame: pd.DataFrame, config: price.PriceConfig, *, data_id: dict[str, Any], register: bool = True
+    frame: pd.DataFrame,
+    config: price.PriceConfig,
+    *,
+    data_id: dict[str, Any],
+    register: bool = True,
+    versions: dict[str, str] | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> tuple[ModelReport, price.PriceResult]:
-    """Walk-forward train and validate the price model on a training set from :func:`price_frame`."""
+    """Walk-forward train and validate the price model on a training set from :func:`price_frame`.
+
+    ``versions`` names the feature sets (and versions) the frame's columns came from
+    (default: the 60-second ``price`` and ``sentiment`` sets); ``notes`` go into the
+    model's metadata as they are.
+    """
     from feature_store.features.catalog import PRICE, SENTIMENT
 
-    versions = {"price": PRICE.version, "sentiment": SENTIMENT.version}
+    versions = versions or {"price": PRICE.version, "sentiment": SENTIMENT.version}
     pres = price.train(price.PriceData(frame, versions), config)
     report = ModelReport("price", pres.metrics, price.gates(pres.metrics), pres.train_seconds)
     if register:
@@ -184,6 +264,13 @@ def train_price(
             "holdout_window_ns": [int(holdout.min()), int(holdout.max()) + 1],
             "validation_fingerprint": _fingerprint(data_id, "price", config.to_json()),
             "folds": pres.folds,
+            "interval_s": config.interval_s,
+            "calendar": config.calendar,
+            "horizon": f"{config.horizon} bars of {config.interval_s} s ({config.horizon * config.interval_s} s)",
+            "forecasts": "cross-sectional (relative to the universe)"
+            if config.cross_sectional
+            else "per symbol (own return)",
+            **(notes or {}),
         }
         _register(report, pres.model.state_dict(), config.to_json(), meta)
     return report, pres

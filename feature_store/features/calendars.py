@@ -15,10 +15,12 @@ On daily bars every bar is a whole session, so it is constant there.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from feature_store.errors import DataValidationError
 from feature_store.records import NS_PER_S
@@ -42,13 +44,16 @@ def _sessions(name: str) -> _Sessions:
     import exchange_calendars as xc
 
     try:
-        calendar = xc.get_calendar(name, start=f"{_FIRST_YEAR}-01-01", end=f"{_LAST_YEAR}-12-31")
+        # exchange_calendars warns about its own use of pandas APIs that pandas is deprecating.
+        with warnings.catch_warnings(action="ignore"):
+            calendar = xc.get_calendar(name, start=f"{_FIRST_YEAR}-01-01", end=f"{_LAST_YEAR}-12-31")
+            schedule = calendar.schedule
     except xc.errors.InvalidCalendarName:
         raise DataValidationError(
             "calendar", None, f"unknown session calendar {name!r}: use 24/7 or an exchange_calendars name such as XNYS"
         ) from None
-    opens = calendar.schedule["open"].to_numpy().astype("datetime64[ns]").astype(np.int64)
-    closes = calendar.schedule["close"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+    opens = pd.DatetimeIndex(schedule["open"]).as_unit("ns").asi8.astype(np.int64)
+    closes = pd.DatetimeIndex(schedule["close"]).as_unit("ns").asi8.astype(np.int64)
     return _Sessions(opens, closes)
 
 

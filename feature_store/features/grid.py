@@ -2,7 +2,8 @@
 
 Every symbol gets one row per open bar slot from its first bar on (every slot for a 24/7
 market; the slots of its sessions for a market that closes, see
-:mod:`feature_store.features.calendars`). A slot with no bar is filled as a bar with no trades: open, high, low, close and VWAP at the last close, volume,
+:mod:`feature_store.features.calendars`). A slot with no bar is filled as a bar with no
+trades: open, high, low, close and VWAP at the last close, volume,
 buy volume and trade count zero. Before a symbol's first bar every input is NaN. The
 online evaluator fills in exactly the same way, bar by bar.
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import dagster as dg
@@ -39,12 +41,14 @@ def partition_days_ns() -> tuple[int, int]:
     return low, high
 
 
-async def stored_window(pool: Any, interval_s: int = 60) -> tuple[int, int]:
-    """``[first, last + 1 bar)`` of the bars stored inside the partitions' days, in epoch ns.
+async def stored_window(pool: Any, interval_s: int | None = None) -> tuple[int, int]:
+    """``[first, last + 1 bar)`` of the bars (of the pipeline's bar length unless ``interval_s``
+    is given) stored inside the partitions' days, in epoch ns.
 
     Raises:
         dagster.Failure: no bars are stored in those days.
     """
+    interval_s = interval_s or settings().bar_seconds
     low, high = partition_days_ns()
     row = await pool.fetchrow(
         "SELECT min(start_ns) AS first, max(start_ns) AS last FROM bars"
@@ -55,9 +59,106 @@ async def stored_window(pool: Any, interval_s: int = 60) -> tuple[int, int]:
     )
     if row["first"] is None:
         raise dg.Failure(
-            f"no {interval_s}-second bars are stored in the partitions' days: materialize market data first"
+            f"no {interval_s}-second bars are stored in the partitions' days: materialize market data first "
+            "(or set RRR_BAR_SECONDS to the length of the bars the source holds)"
         )
     return int(row["first"]), int(row["last"]) + interval_s * 10**9
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """What the pipeline runs on, decided once from the settings and the stored data.
+
+    ``offline_features`` writes it (``$RRR_HOME/lake/training/plan.json``); the training sets
+    and models read it, so every step agrees on the bar length, calendar, feature sets,
+    horizon, whether news is there and whether the universe is large enough to forecast
+    across symbols.
+
+    Attributes:
+        interval_s: bar length.
+        calendar: session calendar (``24/7`` or an exchange calendar name).
+        horizon_bars: the price label's horizon in bars.
+        price_set: ``price`` (trades, taker volume and VWAP present) or ``price_ohlcv``.
+        news: headlines are stored in the window (else the price model trains without news).
+        symbols: symbols with bars in the window.
+        why: one line per decision, for people.
+    """
+
+    interval_s: int
+    calendar: str
+    horizon_bars: int
+    price_set: str
+    news: bool
+    symbols: int
+    why: tuple[str, ...] = ()
+
+    @property
+    def cross_sectional(self) -> bool:
+        """Forecast across symbols (three or more), else each symbol's own return."""
+        return self.symbols >= 3
+
+    def feature_sets(self) -> dict[str, Any]:
+        """``{role: FeatureSet}`` for ``price``, ``risk`` and ``sentiment``."""
+        from feature_store.features.catalog import resolve
+
+        names = {"price": self.price_set, "risk": "risk", "sentiment": "sentiment"}
+        return {role: resolve(name, self.interval_s, self.calendar) for role, name in names.items()}
+
+    def write(self) -> Any:
+        """Write the plan atomically; return its path."""
+        path = plan_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def read(cls) -> PipelinePlan:
+        path = plan_file()
+        if not path.exists():
+            raise dg.Failure(f"{path} is missing: materialize offline_features first")
+        raw = json.loads(path.read_text())
+        return cls(**{**raw, "why": tuple(raw.get("why", ()))})
+
+
+def plan_file() -> Any:
+    """``$RRR_HOME/lake/training/plan.json``."""
+    return settings().lake / "training" / "plan.json"
+
+
+async def decide_plan(pool: Any, start: int, end: int) -> PipelinePlan:
+    """The plan for the bars and news stored in ``[start, end)`` under the current settings."""
+    s = settings()
+    row = await pool.fetchrow(
+        "SELECT count(DISTINCT symbol) AS symbols, count(*) FILTER (WHERE trades > 0) AS with_trades,"
+        " count(*) FILTER (WHERE abs(2 * buy_volume - volume) > 1e-9 * volume) AS with_flow"
+        " FROM bars WHERE interval_s = $1 AND start_ns >= $2 AND start_ns < $3",
+        s.bar_seconds,
+        start,
+        end,
+    )
+    news = await pool.fetchval("SELECT count(*) FROM news WHERE ts_ns >= $1 AND ts_ns < $2", start, end)
+    why = []
+    if s.features == "auto":
+        full = bool(row["with_trades"]) and bool(row["with_flow"])
+        price_set = "price" if full else "price_ohlcv"
+        why.append(
+            "bars carry trade counts and taker volume: the full price feature set"
+            if full
+            else "bars are OHLCV only (no trade counts or taker volume): the price_ohlcv feature set"
+        )
+    else:
+        price_set = "price" if s.features == "full" else "price_ohlcv"
+        why.append(f"RRR_FEATURES={s.features}: the {price_set} feature set")
+    symbols = int(row["symbols"])
+    why.append(
+        f"{symbols} symbols: "
+        + ("cross-sectional forecasts" if symbols >= 3 else "per-symbol forecasts scored by the pooled time-series IC")
+    )
+    if not news:
+        why.append("no headlines stored: the price model trains without news features")
+    return PipelinePlan(s.bar_seconds, s.calendar, s.horizon_bars, price_set, bool(news), symbols, tuple(why))
 
 
 def quality_metadata(report: Any) -> dict[str, Any]:
@@ -96,12 +197,12 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def quality_result(asset: str, check: str, report: Any) -> dg.AssetCheckResult:
+def quality_result(asset: str, check: str, report: Any, **extra: Any) -> dg.AssetCheckResult:
     """A blocking check's result from a Great Expectations report."""
     return dg.AssetCheckResult(
         asset_key=asset,
         check_name=check,
         passed=bool(report.success),
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata=quality_metadata(report),
+        metadata={**quality_metadata(report), **extra},
     )

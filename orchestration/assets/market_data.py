@@ -19,7 +19,7 @@ from orchestration.resources import PostgresResource, SourceResource
 GROUP = "market_data"
 _RAW = {
     "raw_trades": "Trades of the day as the source delivered them (Parquet in the lake).",
-    "raw_bars": "1-minute OHLCV bars of the day as the source delivered them (Parquet in the lake).",
+    "raw_bars": "OHLCV bars (RRR_BAR_SECONDS long) of the day as the source delivered them (Parquet in the lake).",
     "raw_news": "Headlines of the day as the source delivered them (Parquet in the lake).",
     "raw_oracle": "The synthetic market's true expected 15-bar return: the ceiling the price model is scored against.",
 }
@@ -57,6 +57,7 @@ def raw_market_data(
                 frame = frame[frame[_TIME[table]].between(start, end - 1)]
             lake.write_frame(lake.raw_path(settings.lake, table, day), frame)
             landed[table].append(frame)
+        lake.mark_source(settings.lake, day, settings.source)
     counts = {t: sum(len(f) for f in frames) for t, frames in landed.items()}
     for table in lake.RAW_TABLES:
         yield dg.MaterializeResult(
@@ -81,31 +82,38 @@ def raw_market_data(
 def expected_bar_rows(settings: Any, days: list[str]) -> tuple[int, int] | None:
     """The band of bar rows ``days`` should hold.
 
-    Synthetic: every symbol has a bar for nearly every minute it covers (a minute without a
-    trade has no bar). Other sources: within half to one and a half times the median of the
-    days landed before, when there are any.
+    Synthetic: every symbol has a bar for nearly every slot it covers (a slot without a
+    trade has no bar). Other sources: half to one and a half times the median bars per open
+    slot of the same source's last 30 days landed before, times the open slots of ``days``
+    (a closed market's weekend expects nothing), when there is such history.
     """
     from orchestration import lake
     from orchestration.config import day_bounds_ns
 
+    step = settings.bar_seconds * 10**9
     if settings.source == "synthetic":
         first = settings.synthetic_start_ns()
         last = first + int(settings.synthetic_days * 86_400) * 10**9
-        minutes = 0
+        slots = 0
         for day in days:
             start, end = day_bounds_ns(day)
-            minutes += max(0, min(end, last) - max(start, first)) // (60 * 10**9)
-        full = settings.synthetic_symbols * minutes
+            slots += max(0, min(end, last) - max(start, first)) // step
+        full = settings.synthetic_symbols * slots
         return int(full * 0.9), full
-    history = [d for d in lake.landed_days(settings.lake) if d < days[0]][-30:]
-    if not history:
+    history = [d for d in lake.landed_days(settings.lake, source=settings.source) if d < days[0]][-30:]
+    sessions = settings.feature_set("price").sessions()
+
+    def open_slots(day_list: list[str]) -> int:
+        return sum(len(sessions.slots(day_bounds_ns(d)[0], day_bounds_ns(d)[1] - step)) for d in day_list)
+
+    history_slots = open_slots(history)
+    if not history_slots:
         return None
-    import numpy as np
     import pyarrow.parquet as pq
 
-    sizes = [pq.ParquetFile(lake.raw_path(settings.lake, "bars", d)).metadata.num_rows for d in history]
-    median = float(np.median(sizes)) * len(days)
-    return int(median * 0.5), int(median * 1.5) + 1
+    rows = sum(pq.ParquetFile(lake.raw_path(settings.lake, "bars", d)).metadata.num_rows for d in history)
+    expected = rows / history_slots * open_slots(days)
+    return int(expected * 0.5), int(expected * 1.5) + 1
 
 
 @dg.multi_asset(

@@ -12,7 +12,6 @@ only runs when the check passed; a failed gate leaves production unchanged.
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import dagster as dg
@@ -55,22 +54,55 @@ def _data_id(frame: Any, time: str = "ts_ns") -> dict[str, Any]:
     return data_identity(s.source, **details)
 
 
+def tolerance(name: str, metrics: dict[str, float], champion_score: float | None) -> tuple[float, str]:
+    """How far below production a candidate may score and still count as not worse, and why.
+
+    Noise alone must never block: price, 1.645 Newey-West standard errors of the candidate's
+    holdout IC (a one-sided 5% test); sentiment, 0.01 macro-F1 on the unseen phrasings;
+    risk, 1% of production's index pinball loss.
+    """
+    if name == "price":
+        se = metrics.get("ic_se", float("nan"))
+        tol = 1.645 * se if se == se else 0.0
+        return tol, f"1.645 Newey-West standard errors of the holdout IC ({tol:.4g})"
+    if name == "sentiment":
+        return 0.01, "0.01 macro-F1"
+    tol = 0.01 * abs(champion_score) if champion_score is not None else 0.0
+    return tol, f"1% of production's pinball loss ({tol:.4g})"
+
+
 def gate_check(
-    name: str, report: Any, registry: Any, champion_score: float | None, note: str = ""
+    name: str,
+    report: Any,
+    registry: Any,
+    champion_score: float | None,
+    note: str = "",
+    *,
+    figures: dict[str, str] | None = None,
+    blocking: bool = True,
 ) -> tuple[dg.AssetCheckResult, dict[str, Any]]:
-    """The candidate's gates plus ``not_worse_than_production``, as a blocking check result."""
+    """The candidate's gates plus ``not_worse_than_production`` (within :func:`tolerance`), as a check result.
+
+    ``figures`` gives each gate's figure and threshold for the gate table.
+    """
     from orchestration.plots import markdown_table
 
     metric, higher = registry.PRIMARY_METRIC[name]
     score = float(report.metrics.get(metric, float("nan")))
     gates = dict(report.gates)
+    figures = dict(figures or {})
     current = registry.list_models(name, "production")
     champion = current[0].tag if current else None
     if champion is not None and champion_score is None:
         champion_score = current[0].metadata.get("metrics", {}).get(metric)
+    tol, tol_text = tolerance(name, report.metrics, champion_score)
     if champion is not None and champion_score is not None:
-        gates["not_worse_than_production"] = bool(score >= champion_score if higher else score <= champion_score)
-    rows = [{"gate": g, "result": "pass" if ok else "FAIL"} for g, ok in gates.items()]
+        worse = score < champion_score - tol if higher else score > champion_score + tol
+        gates["not_worse_than_production"] = not worse
+        figures["not_worse_than_production"] = (
+            f"{metric} {score:.4g} vs production {champion_score:.4g}, tolerance {tol_text}"
+        )
+    rows = [{"gate": g, "result": "pass" if ok else "FAIL", "figure": figures.get(g, "")} for g, ok in gates.items()]
     metadata = {
         "candidate": report.tag,
         "gates": dg.MetadataValue.md(markdown_table(rows)),
@@ -82,7 +114,16 @@ def gate_check(
         metadata[f"production_{metric}"] = float(champion_score)
     if note:
         metadata["note"] = note
-    candidate = {"tag": report.tag, "champion": champion, "champion_score": champion_score, "gates": gates}
+    for gate, ok in gates.items():
+        if not ok and gate in figures:
+            metadata[gate] = figures[gate]
+    candidate = {
+        "tag": report.tag,
+        "champion": champion,
+        "champion_score": champion_score,
+        "tolerance": tol,
+        "gates": gates,
+    }
     result = dg.AssetCheckResult(
         asset_key=f"{name}_model_candidate",
         check_name=f"{name}_model_gates",
@@ -110,38 +151,33 @@ def _candidate_metadata(report: Any) -> dict[str, Any]:
     }
 
 
-def _gates_spec(name: str) -> dg.AssetCheckSpec:
+def _gates_spec(name: str, blocking: bool = True) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         f"{name}_model_gates",
         asset=f"{name}_model_candidate",
-        blocking=True,
+        blocking=blocking,
         description=f"The {name} model's promotion gates, including not worse than production.",
     )
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            "sentiment_model_candidate",
-            deps=["sentiment_training_set", "bars"],
-            group_name=GROUP,
-            kinds={"pytorch"},
-            description="MiniLM headline classifier trained on labelled news, saved as a candidate in the model store.",
-        ),
-        dg.AssetSpec(
-            "news_sentiment_scores",
-            deps=["sentiment_training_set"],
-            group_name=GROUP,
-            kinds={"parquet"},
-            description="Every stored headline scored in [-1, 1] by the sentiment candidate.",
-        ),
-    ],
-    check_specs=[_gates_spec("sentiment")],
+def scores_file(kind: str) -> Any:
+    """``$RRR_HOME/lake/models/sentiment_<kind>_scores.parquet``: every stored headline scored by the candidate."""
+    return settings().lake / "models" / f"sentiment_{kind}_scores.parquet"
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=["sentiment_training_set", "bars"],
+    kinds={"pytorch"},
+    # Not blocking: the news scores (and through them the price model) must not wait on this
+    # model's gates. ``sentiment_model_production`` refuses a candidate that failed them.
+    check_specs=[_gates_spec("sentiment", blocking=False)],
 )
-def sentiment_model(
+def sentiment_model_candidate(
     context: dg.AssetExecutionContext, postgres: PostgresResource, model_store: ModelStoreResource
 ) -> Iterator[Any]:
-    """Train the sentiment candidate, score every headline with it, check its gates."""
+    """MiniLM headline classifier trained on labelled news, saved as a candidate in the model store
+    (nothing to train when the source has no labelled headlines: it says so)."""
     import pandas as pd
 
     from orchestration import lake
@@ -150,16 +186,50 @@ def sentiment_model(
 
     registry = model_store.registry()
     news = lake.read_frame(training_path("sentiment"))
+    if news.empty:
+        why = "no labelled headlines in the partitions' days: no sentiment model to train"
+        context.log.warning(why)
+        _write_candidate("sentiment", {"tag": None, "why": why, "gates": {"has_labelled_headlines": False}})
+        yield dg.MaterializeResult(metadata={"tag": "none", "note": why})
+        yield dg.AssetCheckResult(
+            asset_key="sentiment_model_candidate",
+            check_name="sentiment_model_gates",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"failed_gates": dg.MetadataValue.json(["has_labelled_headlines"]), "note": why},
+        )
+        return
     bars = postgres.run(stored_bars)
     report, scored = train_sentiment(news, _train_settings().sentiment, bars, data_id=_data_id(news))
-    lake.write_frame(lake_path_scores(), scored)
+    lake.write_frame(scores_file("candidate"), scored)
     lake.write_frame(validation_file("sentiment"), pd.DataFrame([report.metrics]))
     context.log.info(f"sentiment candidate {report.tag}: {report.metrics}")
-    yield dg.MaterializeResult(asset_key="sentiment_model_candidate", metadata=_candidate_metadata(report))
-    yield dg.MaterializeResult(asset_key="news_sentiment_scores", metadata={"rows": len(scored)})
+    yield dg.MaterializeResult(metadata=_candidate_metadata(report))
     result, candidate = gate_check("sentiment", report, registry, None)
     _write_candidate("sentiment", candidate)
     yield result
+
+
+@dg.asset(group_name=GROUP, deps=["sentiment_model_candidate", "news"], kinds={"parquet"})
+def news_sentiment_scores(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Every stored headline scored in [-1, 1] by the sentiment model that will serve: the candidate
+    when it passed its gates; otherwise none (the price model then trains without news features,
+    as the service will have no news scores it could trust)."""
+    import pandas as pd
+
+    from orchestration import lake
+
+    candidate = json.loads(candidate_file("sentiment").read_text())
+    failed = [g for g, ok in candidate.get("gates", {}).items() if not ok]
+    if candidate.get("tag") and not failed:
+        scored = lake.read_frame(scores_file("candidate"))
+        why = f"scored by the sentiment candidate {candidate['tag']}"
+    else:
+        scored = pd.DataFrame({"ts_ns": pd.Series(dtype="int64"), "symbols": [], "score": []})
+        why = candidate.get("why") or f"the sentiment candidate failed {', '.join(failed)}: no news scores"
+        context.log.warning(f"{why}; the price model trains without news features")
+    lake.write_frame(lake_path_scores(), scored)
+    return dg.MaterializeResult(metadata={"rows": len(scored), "note": why})
 
 
 @dg.asset(
@@ -171,16 +241,30 @@ def sentiment_model(
 def price_model_candidate(
     context: dg.AssetExecutionContext, postgres: PostgresResource, model_store: ModelStoreResource
 ) -> Iterator[Any]:
-    """15-bar return forecaster (varying-coefficient model with a GRU encoder) and the strategy fitted
-    to it on the validation fold, saved as a candidate."""
+    """Forward-return forecaster over the plan's horizon (varying-coefficient model with a GRU encoder)
+    and the strategy fitted to it on the validation fold, saved as a candidate."""
     from orchestration import lake
+    from orchestration.assets.common import PipelinePlan
     from orchestration.assets.strategy import fit_price_strategy
-    from serving.training import train_price
+    from serving.models.price import gate_figures
+    from serving.training import price_config_for, train_price
 
     registry = model_store.registry()
+    plan = PipelinePlan.read()
     frame = lake.read_frame(training_path("price"))
-    config = replace(_train_settings().price, interval_s=60)
-    report, result = train_price(frame, config, data_id=_data_id(frame))
+    versions = json.loads((settings().lake / "training" / "price_versions.json").read_text())
+    config, left_out = price_config_for(
+        frame,
+        _train_settings().price,
+        price_set=plan.price_set,
+        interval_s=plan.interval_s,
+        calendar=plan.calendar,
+        horizon=plan.horizon_bars,
+    )
+    for name, why in left_out.items():
+        context.log.info(f"price input {name} left out: {why}")
+    notes = {"plan": list(plan.why), "inputs_left_out": left_out, "news": "sentiment" in versions}
+    report, result = train_price(frame, config, data_id=_data_id(frame), versions=versions, notes=notes)
     lake.write_frame(validation_file("price"), result.holdout)
     context.log.info(f"price candidate {report.tag}: IC {report.metrics['ic']:.4f}")
     fit = fit_price_strategy(postgres, result.validation, config, report.tag)
@@ -194,11 +278,14 @@ def price_model_candidate(
     context.log.info(f"price strategy fitted on the validation fold: {fit.params.describe()}")
     metadata = _candidate_metadata(report)
     metadata["strategy"] = fit.params.describe()
+    metadata["inputs"] = dg.MetadataValue.json({"signal": config.signal_features, "context": config.context_features})
+    if left_out:
+        metadata["inputs_left_out"] = dg.MetadataValue.json(left_out)
     if fit.metrics:
         metadata["validation_strategy_sharpe"] = float(fit.metrics.get("sharpe", float("nan")))
     yield dg.MaterializeResult(asset_key="price_model_candidate", metadata=metadata)
     champion_score, note = _price_champion_score(registry, report.tag, frame)
-    check, candidate = gate_check("price", report, registry, champion_score, note)
+    check, candidate = gate_check("price", report, registry, champion_score, note, figures=gate_figures(report.metrics))
     _write_candidate("price", candidate)
     yield check
 
@@ -232,7 +319,8 @@ def _price_champion_score(registry: Any, tag: str, frame: Any) -> tuple[float | 
     check_specs=[_gates_spec("risk")],
 )
 def risk_model_candidate(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> Iterator[Any]:
-    """Volatility, VaR(99%) and ES(97.5%) model, gated on S&P 500 and NASDAQ daily returns, saved as a candidate."""
+    """Volatility, VaR(99%) and ES(97.5%) model, gated on S&P 500 and NASDAQ daily returns and on the
+    market's returns (the weights that are served), saved as a candidate."""
     from orchestration import lake
     from serving.training import train_risk
 
@@ -257,13 +345,22 @@ def _production_asset(name: str) -> dg.AssetsDefinition:
         description=f"The {name} model the BentoML service serves: the candidate, promoted once every gate passed.",
     )
     def promote(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> dg.MaterializeResult:
-        """Promote the candidate; every blocking check upstream has passed to get here."""
+        """Promote the candidate: blocking checks upstream have passed to get here, and the registry
+        refuses a candidate whose own gates failed (the sentiment gates do not block the news
+        scores, so they are enforced here)."""
         registry = model_store.registry()
         candidate = json.loads(candidate_file(name).read_text())
         # The production score the gate compared with (None without production; -inf when production
         # reads other feature sets and cannot be re-scored, so the candidate's own gates decide).
         score = candidate.get("champion_score")
-        record = registry.promote(candidate["tag"], champion_score=score)
+        if not candidate.get("tag"):
+            raise dg.Failure(f"no {name} candidate to promote: {candidate.get('why', 'none was trained')}")
+        from serving.errors import PromotionError
+
+        try:
+            record = registry.promote(candidate["tag"], champion_score=score, tolerance=candidate.get("tolerance", 0.0))
+        except PromotionError as exc:
+            raise dg.Failure(f"{name}: {exc}") from exc
         context.log.info(f"{record.tag} is now the production {name} model (was {candidate.get('champion')})")
         metric, _ = registry.PRIMARY_METRIC[name]
         return dg.MaterializeResult(

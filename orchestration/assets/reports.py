@@ -7,6 +7,7 @@ Each report is written to ``$RRR_HOME/reports/<model>/<version>.md`` (charts bes
 # No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,14 @@ def _result(name: str, record: Any, markdown: str, charts: dict[str, str], **num
     return dg.MaterializeResult(metadata={**metadata, **numbers})
 
 
-def _gates_table(record: Any) -> str:
+def _gates_table(record: Any, figures: dict[str, str] | None = None) -> str:
     from orchestration.plots import markdown_table
 
-    return markdown_table([{"gate": g, "result": "pass" if ok else "FAIL"} for g, ok in record.gates.items()])
+    figures = figures or {}
+    rows = [
+        {"gate": g, "result": "pass" if ok else "FAIL", "figure": figures.get(g, "")} for g, ok in record.gates.items()
+    ]
+    return markdown_table(rows)
 
 
 @dg.asset(group_name=GROUP, deps=["price_model_candidate"], kinds={"markdown"})
@@ -63,8 +68,8 @@ def price_validation_report(context: dg.AssetExecutionContext, model_store: Mode
     import numpy as np
 
     from orchestration import lake, plots
-    from serving.models.common import cross_sectional_ics, long_short_backtest
-    from serving.models.price import PriceConfig
+    from serving.models.common import ic_series, long_short_backtest
+    from serving.models.price import PriceConfig, gate_figures
 
     record = _candidate("price", model_store.registry())
     config = PriceConfig.from_json(json.loads((record.path / "config.json").read_text()))
@@ -78,6 +83,7 @@ def price_validation_report(context: dg.AssetExecutionContext, model_store: Mode
             {
                 "forecast": "model" if c == "forecast" else c,
                 "IC": m.get(f"{p}ic"),
+                "IC Newey-West t": m.get(f"{p}ic_nw_t"),
                 "rank IC": m.get(f"{p}rank_ic"),
                 "hit rate": m.get(f"{p}hit_rate"),
                 "OOS R2": m.get(f"{p}oos_r2"),
@@ -87,9 +93,16 @@ def price_validation_report(context: dg.AssetExecutionContext, model_store: Mode
         )
     ic_lines, equity_lines = {}, {}
     for c in columns:
-        ics = cross_sectional_ics(holdout, c, config.label)
+        ics = ic_series(holdout, c, config.label, cross_sectional=config.cross_sectional)
         ic_lines["model" if c == "forecast" else c] = (np.arange(len(ics)), np.cumsum(ics.to_numpy()))
-        ls = long_short_backtest(holdout, c, config.label, horizon=config.horizon, interval_s=config.interval_s)
+        ls = long_short_backtest(
+            holdout,
+            c,
+            config.label,
+            horizon=config.horizon,
+            interval_s=config.interval_s,
+            demean=config.cross_sectional,
+        )
         equity_lines["model" if c == "forecast" else c] = (np.arange(len(ls.returns)), np.cumsum(ls.returns.to_numpy()))
     charts = {
         "cumulative_ic": plots.line_chart(
@@ -109,12 +122,18 @@ def price_validation_report(context: dg.AssetExecutionContext, model_store: Mode
     markdown = "\n\n".join(
         [
             f"# Price model {record.tag}",
-            f"Holdout of {int(m.get('rows', 0)):,} rows; oracle share {m.get('oracle_share', float('nan')):.2f}.",
+            f"Holdout of {int(m.get('rows', 0)):,} rows; {record.metadata.get('horizon', '')} ahead; forecasts "
+            f"{record.metadata.get('forecasts', 'cross-sectional')}; "
+            + (
+                f"oracle share {m['oracle_share']:.2f}."
+                if "oracle_share" in m
+                else "the source has no oracle (the gates are statistical and the strategy's money)."
+            ),
             plots.markdown_table(rows),
             "## Walk-forward folds",
             plots.markdown_table(folds),
             "## Gates",
-            _gates_table(record),
+            _gates_table(record, gate_figures(m)),
         ]
     )
     return _result(
@@ -128,14 +147,22 @@ def price_validation_report(context: dg.AssetExecutionContext, model_store: Mode
     )
 
 
-@dg.asset(group_name=GROUP, deps=["sentiment_model_candidate"], kinds={"markdown"})
+@dg.asset(group_name=GROUP, deps=["sentiment_model_candidate"], kinds={"markdown"}, output_required=False)
 def sentiment_validation_report(
     context: dg.AssetExecutionContext, model_store: ModelStoreResource
-) -> dg.MaterializeResult:
-    """Sentiment candidate vs the lexicon baseline: macro-F1 on the holdout and on unseen phrasings."""
+) -> Iterator[dg.MaterializeResult]:
+    """Sentiment candidate vs the lexicon baseline: macro-F1 on the holdout and on unseen phrasings.
+
+    Without a candidate (a source with no labelled headlines) there is nothing to report, and
+    nothing downstream (promotion) runs.
+    """
     from orchestration import plots
 
-    record = _candidate("sentiment", model_store.registry())
+    candidate = json.loads(candidate_file("sentiment").read_text())
+    if not candidate.get("tag"):
+        context.log.warning(f"no sentiment candidate: {candidate.get('why')}")
+        return
+    record = model_store.registry().get(candidate["tag"])
     m = record.metadata["metrics"]
     rows = [
         {"data": "holdout", "model macro-F1": m.get("holdout_macro_f1"), "lexicon": m.get("lexicon_holdout_macro_f1")},
@@ -149,13 +176,13 @@ def sentiment_validation_report(
         [
             f"# Sentiment model {record.tag}",
             plots.markdown_table(rows),
-            "Rank IC of the news sentiment feature to 15-bar returns: "
+            "Rank IC of the news sentiment feature to forward returns: "
             f"{m.get('sentiment_feature_rank_ic', float('nan')):.4f}",
             "## Gates",
             _gates_table(record),
         ]
     )
-    return _result("sentiment", record, markdown, {}, unseen_macro_f1=float(m["unseen_macro_f1"]))
+    yield _result("sentiment", record, markdown, {}, unseen_macro_f1=float(m["unseen_macro_f1"]))
 
 
 @dg.asset(group_name=GROUP, deps=["risk_model_candidate"], kinds={"markdown"})

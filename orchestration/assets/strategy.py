@@ -43,12 +43,26 @@ def strategy_file(kind: str) -> Any:
     return settings().lake / "models" / f"price_strategy_{kind}.parquet"
 
 
-def load_trades(postgres: PostgresResource, symbols: list[str], start_ns: int, end_ns: int) -> list[Any]:
-    """The stored trades of ``symbols`` with ``start_ns <= ts <= end_ns``, in the engine's order."""
-    from engine.backtest import BacktestOptions, stored_trades
+def load_trades(postgres: PostgresResource, symbols: list[str], start_ns: int, end_ns: int) -> tuple[list[Any], str]:
+    """The stored trades of ``symbols`` with ``start_ns <= ts <= end_ns``, in the engine's order,
+    and where they came from.
 
-    async def read(pool: Any) -> list[Any]:
-        return [t async for t in stored_trades(pool, BacktestOptions(symbols=symbols), start_ns, end_ns)]
+    A source of bars alone (OHLCV files, venue history) stores no trades: four trades per
+    stored bar stand in for them (:func:`feature_store.bars.trades_from_bars`).
+    """
+    from engine.backtest import BacktestOptions, stored_trades
+    from feature_store.bars import trades_from_bars
+    from feature_store.market_data import MarketDataStore
+
+    interval_s = settings().bar_seconds
+
+    async def read(pool: Any) -> tuple[list[Any], str]:
+        trades = [t async for t in stored_trades(pool, BacktestOptions(symbols=symbols), start_ns, end_ns)]
+        if trades:
+            return trades, "stored trades"
+        bars = await MarketDataStore(pool).read_bars(start_ns, end_ns + 1, interval_s=interval_s)
+        bars = bars[bars["symbol"].isin(symbols)]
+        return trades_from_bars(bars), "no stored trades: four trades per stored bar (open, extremes, close)"
 
     return postgres.run(read)
 
@@ -68,7 +82,7 @@ def fit_price_strategy(postgres: PostgresResource, validation: Any, config: Any,
         return StrategyFit(params, pd.DataFrame(), pd.DataFrame(), {})
     frame = validation.rename(columns={"forecast": "mean", "forecast_std": "sd"})[["ts_ns", "symbol", "mean", "sd"]]
     first, last = trade_window(frame, config.interval_s)
-    trades = load_trades(postgres, sorted(frame["symbol"].unique()), first, last)
+    trades, _ = load_trades(postgres, sorted(frame["symbol"].unique()), first, last)
     return fit_strategy(
         frame,
         lambda: trades,
@@ -110,13 +124,12 @@ def _production_forecasts(registry: Any, candidate: Any, holdout: Any) -> tuple[
 
 def run_strategy_backtests(
     postgres: PostgresResource, holdout: Any, runs: dict[str, tuple[Any, str, Any]], interval_s: int, horizon: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str]:
     """Replay the holdout's trades once, through one simulator per run.
 
     ``runs`` maps a name to ``(frame, mean column, params)``; every run reads ``forecast_std``
-    as its sd. Returns the simulators' results by name.
+    as its sd. Returns the simulators' results by name and where the trades came from.
     """
-    from engine.backtest import BacktestOptions, stored_trades
     from engine.trade import TradingOptions
     from engine.trading.simulator import ForecastTable, StrategySimulator, trade_window
 
@@ -138,13 +151,11 @@ def run_strategy_backtests(
             terms=terms,
         )
 
-    async def replay(pool: Any) -> None:
-        async for trade in stored_trades(pool, BacktestOptions(symbols=symbols), first, last):
-            for sim in sims.values():
-                sim.feed(trade)
-
-    postgres.run(replay)
-    return {name: sim.finish() for name, sim in sims.items()}
+    trades, origin = load_trades(postgres, symbols, first, last)
+    for trade in trades:
+        for sim in sims.values():
+            sim.feed(trade)
+    return {name: sim.finish() for name, sim in sims.items()}, origin
 
 
 @dg.asset(
@@ -185,7 +196,7 @@ def price_strategy_backtest(
     if production is not None:
         runs["production"] = (production, "forecast", production_params)
     started = time.perf_counter()
-    results = run_strategy_backtests(postgres, holdout, runs, config.interval_s, config.horizon)
+    results, origin = run_strategy_backtests(postgres, holdout, runs, config.interval_s, config.horizon)
     seconds = time.perf_counter() - started
     figures = {name: simulation_metrics(r, interval_s=config.interval_s) for name, r in results.items()}
     model = figures["model"]
@@ -224,9 +235,9 @@ def price_strategy_backtest(
     markdown = "\n\n".join(
         [
             f"# Price model {record.tag}: strategy backtest on the holdout",
-            f"Strategy: {params.describe()}. The engine's trading core over {candidate.trades:,} stored trades "
-            f"({len(candidate.bars):,} bars), costs as the engine's (taker fee, slippage, participation, maker fee "
-            f"for limit orders). {note}.",
+            f"Strategy: {params.describe()}. The engine's trading core over {candidate.trades:,} trades "
+            f"({origin}; {len(candidate.bars):,} bars), costs as the engine's (taker fee, slippage, participation, "
+            f"maker fee for limit orders). {note}.",
             plots.markdown_table(rows),
             "## The strategy on the validation fold (where it was chosen)",
             plots.markdown_table([{k: _round(v) for k, v in fit_rows.items()}]) if fit_rows else "not fitted",
