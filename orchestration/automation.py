@@ -2,8 +2,8 @@
 
 Jobs:
     whole_loop: every asset, data to production models, over every daily partition in one run
-        (for open-ended partitions, pass the range as the run tags
-        ``dagster/asset_partition_range_start`` and ``..._end``).
+        (for open-ended partitions, the days the files or recorded source holds; pass another
+        range as the run tags ``dagster/asset_partition_range_start`` and ``..._end``).
     market_data_job: the raw and stored market data of the partitions it is given.
     feature_job: offline features and online features.
     retrain_job: training sets, the three candidates and their gates, reports, promotion.
@@ -36,14 +36,13 @@ RETRAIN = dg.AssetSelection.groups("training", "models", "validation", "producti
 
 
 def _every_day() -> dict[str, str]:
-    """Run tags selecting every partition, when the partitions have an end (the synthetic market)."""
-    from orchestration.assets.common import settings
+    """Run tags selecting every partition when they end, else every day the source holds."""
+    from orchestration.assets.common import source_span
 
-    s = settings()
-    if s.partitions_end is None:
+    span = source_span()
+    if span is None:
         return {}
-    days = s.partition_days()
-    return {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
+    return {"dagster/asset_partition_range_start": span[0], "dagster/asset_partition_range_end": span[1]}
 
 
 whole_loop = dg.define_asset_job(

@@ -161,7 +161,7 @@ def bar_grid(
         inputs[name] = np.where(filled, carried, raw[name])
     for name in ("volume", "buy_volume", "trades"):
         inputs[name] = np.where(filled, 0.0, raw[name])
-    score, count = _news_grid(news, times, col_of, interval_ns, shape)
+    score, count = _news_grid(news, times, col_of, sessions, shape)
     inputs["news_score"] = np.where(present, score, np.nan)
     inputs["news_count"] = np.where(present, count, np.nan)
     inputs["day_angle"] = np.where(present, sessions.day_angle(times)[:, None], np.nan)
@@ -173,7 +173,7 @@ def _news_grid(
     news: pd.DataFrame | None,
     times: npt.NDArray[np.int64],
     col_of: dict[str, int],
-    interval_ns: int,
+    sessions: SessionCalendar,
     shape: tuple[int, int],
 ) -> tuple[Array, Array]:
     score = np.zeros(shape)
@@ -192,12 +192,21 @@ def _news_grid(
     order = np.argsort(ts, kind="stable")
     flat_index: list[int] = []
     flat_score: list[float] = []
-    # A headline counts in the first bar that closes after it: the bar it was published in, or
-    # (published while the market was closed) the next session's first bar.
-    bar_of = np.searchsorted(times + interval_ns, ts, side="right")
+    # A headline counts in the slot it was published in, or (published while the market was
+    # closed) the next session's first slot; headlines whose slot is not on the grid are ignored.
+    interval_ns = sessions.interval_s * NS_PER_S
+    bucket = ts // interval_ns * interval_ns
+    if not sessions.always_open and len(ts):
+        closed = ~sessions.is_open(bucket)
+        if closed.any():
+            ahead = sessions.slots(int(ts.min()) // interval_ns * interval_ns, int(ts.max()) + 16 * 86_400 * NS_PER_S)
+            following = np.searchsorted(ahead, ts[closed], side="right")
+            bucket[closed] = np.where(following < len(ahead), ahead[np.minimum(following, len(ahead) - 1)], -1)
+    bar_of = np.searchsorted(times, bucket)
+    on_grid = (bar_of < len(times)) & (times[np.minimum(bar_of, len(times) - 1)] == bucket)
     for i in order.tolist():
         row = int(bar_of[i])
-        if ts[i] < times[0] or row >= shape[0]:
+        if not on_grid[i]:
             continue
         for symbol in news["symbols"].iloc[i]:
             col = col_of.get(symbol)

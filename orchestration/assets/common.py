@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -13,12 +15,55 @@ from orchestration.config import OrchestrationSettings
 
 
 def settings() -> OrchestrationSettings:
-    """The pipelines' settings, read from the environment on each call."""
-    return OrchestrationSettings.from_env()
+    """The pipelines' settings, read from the environment on each call.
+
+    For the ``files`` and ``recorded`` sources without ``RRR_PARTITIONS_START``, the partitions
+    start on the first day the source holds; they end on the day after its last when that is
+    later than today (an engine that recorded a replay's market clock), and are open otherwise.
+    """
+    s = OrchestrationSettings.from_env()
+    if s.source == "synthetic" or os.environ.get("RRR_PARTITIONS_START"):
+        return s
+    held = held_days(s.source, str(s.source_dir), os.environ.get("DATABASE_URL", ""))
+    if not held:
+        return s
+    first, last = date.fromisoformat(held[0]), date.fromisoformat(held[-1])
+    end = s.partitions_end
+    if end is None and last >= datetime.now(UTC).date():
+        end = last + timedelta(days=1)
+    return replace(s, partitions_start=first, partitions_end=end)
+
+
+@functools.lru_cache(maxsize=4)
+def held_days(source: str, source_dir: str, database_url: str) -> tuple[str, ...]:
+    """The days (``YYYY-MM-DD``) the source holds, looked up once per process."""
+    from orchestration.resources import PostgresResource
+    from orchestration.sources import available
+
+    s = replace(OrchestrationSettings.from_env(), partitions_end=None)
+    return tuple(sorted(available(s, PostgresResource(url=database_url or None).run)))
+
+
+def source_span() -> tuple[str, str] | None:
+    """First and last day of the partitions the whole loop covers: every partition when they end,
+    else the days the source holds (None when neither is known)."""
+    s = settings()
+    if s.partitions_end is not None:
+        days = s.partition_days()
+        return days[0], days[-1]
+    if s.source == "synthetic":
+        return None
+    held = [
+        d
+        for d in held_days(s.source, str(s.source_dir), os.environ.get("DATABASE_URL", ""))
+        if d >= s.partitions_start.isoformat()
+    ]
+    return (held[0], held[-1]) if held else None
 
 
 def daily_partitions() -> dg.DailyPartitionsDefinition:
-    """One partition per UTC day, from ``RRR_PARTITIONS_START`` to ``RRR_PARTITIONS_END``."""
+    """One partition per UTC day, from ``RRR_PARTITIONS_START`` to ``RRR_PARTITIONS_END`` (see
+    :func:`settings` for the defaults of the files and recorded sources)."""
     s = settings()
     end = s.partitions_end.isoformat() if s.partitions_end else None
     return dg.DailyPartitionsDefinition(start_date=s.partitions_start.isoformat(), end_date=end)

@@ -279,6 +279,10 @@ def price_model_candidate(
     metadata = _candidate_metadata(report)
     metadata["strategy"] = fit.params.describe()
     metadata["inputs"] = dg.MetadataValue.json({"signal": config.signal_features, "context": config.context_features})
+    metadata["feature_sets"] = dg.MetadataValue.json(versions)
+    metadata["interval_s"] = config.interval_s
+    metadata["calendar"] = config.calendar
+    metadata["forecasts"] = "cross-sectional" if config.cross_sectional else "per symbol"
     if left_out:
         metadata["inputs_left_out"] = dg.MetadataValue.json(left_out)
     if fit.metrics:

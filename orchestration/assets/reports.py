@@ -210,11 +210,11 @@ def risk_validation_report(context: dg.AssetExecutionContext, model_store: Model
     rows.append(
         {
             "index": "the market's bars (served weights)",
-            "exceedances": m.get("synthetic_exceedance_rate"),
-            "Kupiec p": m.get("synthetic_kupiec_p"),
-            "Christoffersen p": m.get("synthetic_christoffersen_p"),
-            "pinball": m.get("synthetic_pinball"),
-            "EWMA": m.get("synthetic_ewma_pinball"),
+            "exceedances": m.get("market_exceedance_rate"),
+            "Kupiec p": m.get("market_kupiec_p"),
+            "Christoffersen p": m.get("market_christoffersen_p"),
+            "pinball": m.get("market_pinball"),
+            "EWMA": m.get("market_ewma_pinball"),
             "GARCH FHS": None,
             "GARCH t": None,
         }

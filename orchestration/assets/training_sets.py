@@ -104,7 +104,7 @@ def price_training_set(context: dg.AssetExecutionContext, postgres: PostgresReso
         return bars, stored
 
     bars, frame = postgres.run(read)
-    versions = {"price": sets["price"].version}
+    versions = {sets["price"].name: sets["price"].version}
     scores = lake_path_scores()
     scored = lake.read_frame(scores) if scores.exists() else None
     news_note = "news features from the scored headlines"
@@ -114,7 +114,7 @@ def price_training_set(context: dg.AssetExecutionContext, postgres: PostgresReso
         sentiment = compute_features(sets["sentiment"], bars, news=scored)
         new = [n for n in sets["sentiment"].names if n not in frame.columns]
         frame = frame.merge(sentiment[["symbol", "ts_ns", *new]], on=["symbol", "ts_ns"], how="inner")
-        versions["sentiment"] = sets["sentiment"].version
+        versions[sets["sentiment"].name] = sets["sentiment"].version
     landed = lake.landed_days(s.lake, "oracle")
     oracle = lake.read_raw(s.lake, "oracle", landed) if landed else None
     frame = with_oracle(frame, oracle)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -289,9 +289,16 @@ def _split_series(returns: pd.DataFrame, config: RiskConfig) -> list[tuple[str, 
 
 
 def train(
-    returns: pd.DataFrame, config: RiskConfig | None = None, *, device: str | None = None, garch: bool = True
+    returns: pd.DataFrame,
+    config: RiskConfig | None = None,
+    *,
+    device: str | None = None,
+    garch: bool | Collection[str] = True,
 ) -> RiskResult:
-    """Train on each symbol's first ``1 - test_share`` of returns and test on the rest."""
+    """Train on each symbol's first ``1 - test_share`` of returns and test on the rest.
+
+    ``garch``: compare with GARCH(1,1) on every symbol (True), none (False) or the symbols named.
+    """
     import torch
 
     config = config or RiskConfig()
@@ -344,8 +351,11 @@ def train(
     with torch.no_grad():
         model.var_quantile.fill_(q_model)
         model.es_tail_mean.fill_(es_model)
-    per_symbol = pd.DataFrame([_validate_symbol(model, config, s, r, cut, q_ewma, garch) for s, r, _, cut in series])
-    metrics = _pool(per_symbol)
+    with_garch = {s for s, _, _, _ in series} if garch is True else set(garch or ())
+    per_symbol = pd.DataFrame(
+        [_validate_symbol(model, config, s, r, cut, q_ewma, s in with_garch) for s, r, _, cut in series]
+    )
+    metrics = pool_metrics(per_symbol)
     start = int(min(ts[0] for _, _, ts, _ in series))
     end = int(max(ts[cut - 1] for _, _, ts, cut in series))
     return RiskResult(model, config, metrics, per_symbol, (start, end), time.perf_counter() - started, device)
@@ -397,7 +407,8 @@ def _garch_var(r: np.ndarray, cut: int, config: RiskConfig) -> tuple[np.ndarray,
     return -(mean + q_fhs * sigma), -(mean + q_t * sigma)
 
 
-def _pool(per_symbol: pd.DataFrame) -> dict[str, float]:
+def pool_metrics(per_symbol: pd.DataFrame) -> dict[str, float]:
+    """Per-symbol validation metrics pooled, weighted by test rows."""
     weights = per_symbol["test_rows"].to_numpy(np.float64)
     out: dict[str, float] = {}
     for col in per_symbol.columns:

@@ -90,3 +90,24 @@ def test_bad_interval_is_rejected() -> None:
         BarAggregator(0)
     with pytest.raises(DataValidationError, match="interval_s"):
         bars_from_trades(trades_frame([]), -1)
+
+
+def test_trades_from_bars_walk_each_bar_open_extremes_close() -> None:
+    from feature_store.bars import trades_from_bars
+
+    bars = pd.DataFrame(
+        {
+            "symbol": ["A", "B"], "interval_s": 3600, "start_ns": [0, 0], "open": [10.0, 10.0],
+            "high": [12.0, 11.0], "low": [9.0, 7.0], "close": [11.0, 8.0], "volume": [8.0, 0.0],
+            "buy_volume": [4.0, 0.0], "vwap": [10.5, 9.0], "trades": 0,
+        }
+    )  # fmt: skip
+    trades = trades_from_bars(bars)
+    a = [t for t in trades if t.symbol == "A"]
+    b = [t for t in trades if t.symbol == "B"]
+    assert [t.price for t in a] == [10.0, 9.0, 12.0, 11.0]  # closed up: low first
+    assert [t.price for t in b] == [10.0, 11.0, 7.0, 8.0]  # closed down: high first
+    assert [t.ts_ns for t in a] == [0, 900 * 10**9, 1800 * 10**9, 2700 * 10**9]
+    assert sum(t.size for t in a) == 8.0 and all(t.size == 1.0 for t in b)  # no volume: one unit each
+    assert [t.side for t in a] == ["buy", "sell", "buy", "sell"]
+    assert [t.ts_ns for t in trades] == sorted(t.ts_ns for t in trades)
