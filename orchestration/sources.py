@@ -99,12 +99,21 @@ def _read_file(folder: Path, table: str, day: str, interval_s: int) -> pd.DataFr
 
 
 def _read_bars(path: Path, interval_s: int) -> pd.DataFrame:
-    """A day's bars file, read and checked as ``rrr-import`` reads one."""
+    """A day's bars file. In the platform's own layout (every column of ``BAR_COLUMNS``) it is
+    taken as it is, for the quality checks to judge row by row; any other layout (OHLCV alone,
+    a ``timestamp`` column, Binance klines) is read as ``rrr-import`` reads it, which fills
+    what OHLCV lacks and names the first bad row."""
     from feature_store.errors import DataValidationError
+    from feature_store.records import BAR_COLUMNS
     from feature_store.sources.files import read_bars_file
 
-    head = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, nrows=0)
-    bars = read_bars_file(path, interval_s=None if "interval_s" in head.columns else interval_s)
+    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    if set(BAR_COLUMNS) <= set(raw.columns):
+        bars = raw
+    else:
+        # The file's own bar length when it says or shows it (two bars of a symbol); else the pipeline's.
+        shows = "symbol" in raw.columns and raw["symbol"].duplicated().any()
+        bars = read_bars_file(path, interval_s=None if "interval_s" in raw.columns or shows else interval_s)
     other = sorted(set(bars["interval_s"].tolist()) - {interval_s})
     if other:
         raise DataValidationError(

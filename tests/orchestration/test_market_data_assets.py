@@ -108,3 +108,29 @@ def test_bad_rows_fail_the_check_block_the_store_and_are_named(
     assert "raw_bars" in stored and not {"trades", "bars", "news"} & stored
     assert _stored_bars(fresh_database_url) == 0
     assert json.dumps(samples)  # plain JSON for the UI
+
+
+def test_ohlcv_only_files_are_completed_and_another_bar_length_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_database_url: str, home: Path
+) -> None:
+    monkeypatch.setenv("RRR_HOME", str(home))
+    monkeypatch.setenv("RRR_BAR_SECONDS", "3600")
+    hours = pd.date_range(f"{DAY} 00:00", periods=24, freq="h", tz="UTC")
+    close = 100 + np.arange(24.0)
+    ohlcv = pd.DataFrame(
+        {"timestamp": hours.strftime("%Y-%m-%dT%H:%M:%SZ"), "symbol": "SPY", "open": close, "high": close + 1,
+         "low": close - 1, "close": close, "volume": 1000.0}
+    )  # fmt: skip
+    (tmp_path / "files" / "bars").mkdir(parents=True)
+    ohlcv.to_csv(tmp_path / "files" / "bars" / f"{DAY}.csv", index=False)
+    result = _run(tmp_path / "files", fresh_database_url)
+    assert result.success and _check(result, "bars_quality").passed
+    landed = pd.read_parquet(home / "lake" / "raw" / "bars" / f"{DAY}.parquet")
+    assert (landed["interval_s"] == 3600).all() and (landed["trades"] == 0).all()
+    assert np.allclose(landed["buy_volume"], landed["volume"] / 2)  # neutral flow: the OHLCV feature set's cue
+    monkeypatch.setenv("RRR_BAR_SECONDS", "60")
+    failed = _run(tmp_path / "files", fresh_database_url)
+    assert not failed.success
+    (failure,) = [e for e in failed.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.to_string()
+    assert "holds 3600-second bars; the pipeline runs on 60-second bars (set RRR_BAR_SECONDS=3600" in message
