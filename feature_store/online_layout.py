@@ -85,6 +85,12 @@ class OnlineLayout:
         if not self.ttl_s > 0:
             raise ValueError(f"ttl_s must be > 0, got {self.ttl_s}")
 
+    @classmethod
+    def for_interval(cls, interval_s: int, prefix: str = "rrr:fs", window: int = 32) -> OnlineLayout:
+        """A layout whose TTL suits bars of ``interval_s`` seconds: the default six hours, or three
+        windows when that is longer (a closed market's weekend included)."""
+        return cls(prefix, window, max(21600.0, 3.0 * window * interval_s))
+
     def in_namespace(self, namespace: str) -> OnlineLayout:
         """The same layout under ``{prefix}:ns:{namespace}``: a separate store beside the live one
         (a backtest writes its features there without touching the live keys)."""
@@ -118,8 +124,12 @@ class OnlineLayout:
         return self.window * self.record_bytes(feature_set) + HEADER_BYTES
 
     def bar_number(self, feature_set: FeatureSet, ts_ns: int) -> int:
-        """The bar's number since the epoch (its slot is this modulo ``window``)."""
-        return ts_ns // (feature_set.interval_s * NS_PER_S)
+        """The bar's number (its slot is this modulo ``window``): bars since the epoch, or, for a
+        market that closes, open slots of its calendar, so a window of session bars never wraps
+        over itself across nights and weekends."""
+        if feature_set.calendar == "24/7":
+            return ts_ns // (feature_set.interval_s * NS_PER_S)
+        return int(feature_set.sessions().bar_numbers(np.array([ts_ns]))[0])
 
     def slot_offset(self, feature_set: FeatureSet, ts_ns: int) -> int:
         """Byte offset of the record of the bar starting at ``ts_ns``."""
@@ -205,6 +215,8 @@ class OnlineLayout:
         interval_ns = feature_set.interval_s * NS_PER_S
         back = interval_ns * np.arange(length - 1, -1, -1, dtype=np.int64)
         window = ts.shape[1]
+        if feature_set.calendar != "24/7":
+            return self._session_windows(feature_set, symbols, length, ts, records, latest_ts)
         if len(latest_ts) and (latest_ts == latest_ts[0]).all():
             # The usual case, every symbol written at the same bar: one slot order for all.
             wanted_one = latest_ts[0] - back
@@ -218,6 +230,29 @@ class OnlineLayout:
             stored = ts[rows, slots] == wanted
             values = records["values"][rows, slots]
         values = values.astype(np.float32, copy=False)
+        if not stored.all():
+            values[~stored] = np.nan
+        return FeatureWindows(feature_set.name, feature_set.version, tuple(symbols), latest_ts, values, stored)
+
+    def _session_windows(
+        self,
+        feature_set: FeatureSet,
+        symbols: Sequence[str],
+        length: int,
+        ts: npt.NDArray[np.int64],
+        records: np.ndarray,
+        latest_ts: npt.NDArray[np.int64],
+    ) -> FeatureWindows:
+        """:meth:`decode_windows` for a market that closes: the last ``length`` open slots."""
+        sessions = feature_set.sessions()
+        latest, which = np.unique(latest_ts, return_inverse=True)  # usually one bar for every symbol
+        wanted = np.empty((len(latest_ts), length), dtype=np.int64)
+        for i, t in enumerate(latest.tolist()):
+            wanted[which.reshape(-1) == i] = sessions.previous_slots(int(t), length)
+        slots = sessions.bar_numbers(wanted) % ts.shape[1]
+        rows = np.arange(len(symbols))[:, None]
+        stored = ts[rows, slots] == wanted
+        values = records["values"][rows, slots].astype(np.float32, copy=False)
         if not stored.all():
             values[~stored] = np.nan
         return FeatureWindows(feature_set.name, feature_set.version, tuple(symbols), latest_ts, values, stored)

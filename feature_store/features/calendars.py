@@ -118,6 +118,26 @@ class SessionCalendar:
         closes = sessions.closes[np.clip(i, 0, None)]
         return np.asarray(ok & (closes > start), dtype=bool)
 
+    def bar_numbers(self, start_ns: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Each open slot's number: consecutive across sessions (Friday's last bar and Monday's
+        first are neighbours), the epoch bar count for 24/7. Slots that are not open get the
+        number of the next open slot."""
+        start = np.asarray(start_ns, dtype=np.int64)
+        if self.always_open:
+            return start // self._interval_ns
+        return np.asarray(np.searchsorted(_all_slots(self.name, self.interval_s), start), dtype=np.int64)
+
+    def previous_slots(self, last_ns: int, count: int) -> npt.NDArray[np.int64]:
+        """The ``count`` open slots ending with ``last_ns`` (an open slot), oldest first."""
+        if self.always_open:
+            return last_ns - self._interval_ns * np.arange(count - 1, -1, -1, dtype=np.int64)
+        every = _all_slots(self.name, self.interval_s)
+        end = int(np.searchsorted(every, last_ns)) + 1
+        out = every[max(0, end - count) : end]
+        if len(out) < count:  # before the calendar's first year: pad with slots nothing is stored at
+            out = np.concatenate([np.full(count - len(out), -1, dtype=np.int64), out])
+        return out
+
     def day_angle(self, start_ns: npt.NDArray[np.int64] | int) -> npt.NDArray[np.float64]:
         """2 pi times the share of its session (24/7: of the UTC day) elapsed at each bar start."""
         start = np.asarray(start_ns, dtype=np.int64)
@@ -129,6 +149,16 @@ class SessionCalendar:
         opens, closes = sessions.opens[i], sessions.closes[i]
         share = np.clip((start - opens) / np.maximum(closes - opens, 1), 0.0, 1.0)
         return np.asarray(share * 2.0 * np.pi, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=8)
+def _all_slots(name: str, interval_s: int) -> npt.NDArray[np.int64]:
+    """Every open slot of the calendar's span (a few MB for one-minute bars, built once)."""
+    sessions = _sessions(name)
+    calendar = SessionCalendar(name, interval_s)
+    return calendar.slots(
+        int(sessions.opens[0]) // (interval_s * NS_PER_S) * interval_s * NS_PER_S, int(sessions.closes[-1])
+    )
 
 
 def session_calendar(name: str, interval_s: int) -> SessionCalendar:

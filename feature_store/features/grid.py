@@ -132,7 +132,6 @@ def bar_grid(
     unknown = sorted(set(bars["symbol"].tolist()) - set(universe))
     if unknown:
         raise UnknownFeatureError(f"bars have symbols outside the universe: {unknown[:10]}")
-    interval_ns = interval_s * NS_PER_S
     if len(bars) == 0:
         times = np.empty(0, dtype=np.int64)
     else:

@@ -119,7 +119,7 @@ def online_features(
         return out
 
     frames = postgres.run(latest)
-    online = RedisOnlineStore.from_url(redis.redis_url(), OnlineLayout())
+    online = RedisOnlineStore.from_url(redis.redis_url(), OnlineLayout.for_interval(settings().bar_seconds))
     metadata: dict[str, Any] = {}
     try:
         for name, frame in frames.items():

@@ -85,6 +85,30 @@ def test_windows_hold_the_last_bars_oldest_first(online: OnlineStore) -> None:
     np.testing.assert_array_equal(windows.values, expected)
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_closed_market_keeps_its_last_session_bars_across_nights_and_weekends(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    from feature_store.features.calendars import session_calendar
+
+    daily = RISK.with_interval(86400).with_calendar("XNYS")
+    days = session_calendar("XNYS", 86400).slots(T0, T0 + 40 * 86400 * NS_PER_S)  # weekends and a holiday between
+    layout = OnlineLayout.for_interval(86400, prefix="test:" + secrets.token_hex(4), window=8)
+    if backend == "memory":
+        store: OnlineStore = InMemoryOnlineStore(layout)
+    else:
+        store = RedisOnlineStore.from_url(request.getfixturevalue("service_urls").redis_url, layout)
+    per_bar = [vectors(1, seed) for seed in range(len(days))]
+    for day, values in zip(days.tolist(), per_bar, strict=True):
+        store.write_latest(daily, day, ["A"], values)
+    windows = store.read_windows(daily, ["A"], 8)
+    if isinstance(store, RedisOnlineStore):
+        store.close()
+    assert windows.stored.all() and windows.ts_ns.tolist() == [days[-1]]
+    expected = np.stack(per_bar[-8:], axis=1).astype(np.float32)
+    np.testing.assert_array_equal(windows.values, expected)
+
+
 def test_several_sets_read_in_one_call_equal_their_reads_one_by_one(online: OnlineStore) -> None:
     for i in range(6):
         online.write_latest(RISK, T0 + i * MINUTE, ["A", "B"], vectors(2, i))

@@ -26,7 +26,7 @@ def test_bar_length_calendar_horizon_and_feature_choice_are_checked() -> None:
     assert (fs.interval_s, fs.calendar) == (3600, "XNYS")
     with pytest.raises(ConfigError, match="RRR_BAR_SECONDS must divide a day"):
         OrchestrationSettings.from_env({"RRR_BAR_SECONDS": "7"})
-    with pytest.raises(ConfigError, match="RRR_CALENDAR: .*unknown session calendar 'XXXX'"):
+    with pytest.raises(ConfigError, match=r"RRR_CALENDAR: .*unknown session calendar 'XXXX'"):
         OrchestrationSettings.from_env({"RRR_CALENDAR": "XXXX"})
     with pytest.raises(ConfigError, match="RRR_FEATURES must be auto, full or ohlcv"):
         OrchestrationSettings.from_env({"RRR_FEATURES": "all"})

@@ -20,7 +20,7 @@ SETTINGS = {
     "RRR_SOURCE": "files",
     "RRR_BAR_SECONDS": "86400",
     "RRR_CALENDAR": "XNYS",
-    "RRR_PARTITIONS_START": "2016-01-01",
+    "RRR_PARTITIONS_START": "2017-01-01",
     "RRR_PARTITIONS_END": "2019-01-01",
     "RRR_HORIZON_BARS": "5",
 }
@@ -32,7 +32,7 @@ def real_loop(tmp_path_factory: pytest.TempPathFactory, service_urls: ServiceUrl
 
     home = tmp_path_factory.mktemp("real")
     source = home / "source"
-    assert export_index_bars(source, SETTINGS["RRR_PARTITIONS_START"], SETTINGS["RRR_PARTITIONS_END"]) == 754
+    assert export_index_bars(source, SETTINGS["RRR_PARTITIONS_START"], SETTINGS["RRR_PARTITIONS_END"]) == 502
     with pipeline_env(home / "rrr", service_urls, RRR_SOURCE_DIR=str(source), **SETTINGS) as env:
         out = dagster(env, "job", "execute", "-m", "orchestration.definitions", "-j", "whole_loop")
         yield env, out.stdout + out.stderr
@@ -46,7 +46,7 @@ def test_the_plan_follows_the_data_daily_nyse_ohlcv_two_symbols_no_news(real_loo
     for key in ("raw_bars", "bars", "offline_features", "online_features", "risk_training_set", "price_training_set"):
         assert latest(store, key) is not None, f"{key} not materialized:\n{log[-4000:]}"
     bars = latest(store, "raw_bars")
-    assert bars is not None and bars["rows"] == 2 * 754 and bars["source"] == "files"
+    assert bars is not None and bars["rows"] == 2 * 502 and bars["source"] == "files"
     offline = latest(store, "offline_features")
     assert offline is not None and offline["interval_s"] == 86400 and offline["calendar"] == "XNYS"
     assert offline["feature_set_versions"]["price_ohlcv"] == resolve("price_ohlcv", 86400, "XNYS").version  # type: ignore[index]

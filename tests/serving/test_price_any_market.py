@@ -47,9 +47,7 @@ def test_hourly_ohlcv_bars_train_with_that_interval_and_its_feature_set_versions
     fs = resolve("price_ohlcv", 3600)
     config, _ = price_config_for(frame, SMALL.price, price_set="price_ohlcv", interval_s=3600, horizon=5)
     assert config.cross_sectional and config.interval_s == 3600 and config.horizon == 5
-    report, result = train_price(
-        frame, config, data_id={"source": "test"}, register=False, versions={fs.name: fs.version}
-    )
+    report, _ = train_price(frame, config, data_id={"source": "test"}, register=False, versions={fs.name: fs.version})
     assert report.metrics["horizon_s"] == 5 * 3600
     assert np.isfinite(report.metrics["ic"])
     # Training data of another bar length is refused, naming it.

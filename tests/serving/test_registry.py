@@ -52,7 +52,7 @@ def test_promotion_gates_comparison_and_rollback() -> None:
     with pytest.raises(PromotionError, match="failed its gates: ic_above_ridge"):
         registry.promote(failing.tag)
     worse = _save(0.03)
-    with pytest.raises(PromotionError, match="worse than production .* by more than the tolerance 0.005"):
+    with pytest.raises(PromotionError, match=r"worse than production .* by more than the tolerance 0\.005"):
         registry.promote(worse.tag, tolerance=0.005)
     within_noise = _save(0.038)  # worse by less than the stated tolerance: noise, not a regression
     registry.promote(within_noise.tag, tolerance=0.005)
