@@ -134,17 +134,26 @@ async def live_ic(pool: Any, tag: str, limit: int = 200_000) -> tuple[float, int
     return (float(ics.mean()) if len(ics) else float("nan")), len(ics)
 
 
-async def recent_price_features(pool: Any, hours: float = 24.0) -> Any:
+def price_feature_set() -> Any:
+    """The price feature set the pipeline trains on: the last plan's, else the settings' full set."""
+    from orchestration.assets.common import PipelinePlan, plan_file, settings
+
+    if plan_file().exists():
+        return PipelinePlan.read().feature_sets()["price"]
+    return settings().feature_set("price")
+
+
+async def recent_price_features(pool: Any, hours: float = 24.0, feature_set: Any = None) -> Any:
     """The price features of the last ``hours`` stored in the offline store."""
-    from feature_store.features import PRICE
     from feature_store.postgres_store import PostgresOfflineStore
 
+    fs = feature_set or price_feature_set()
     last = await pool.fetchval(
-        "SELECT max(ts_ns) FROM features WHERE feature_set = $1 AND version = $2", PRICE.name, PRICE.version
+        "SELECT max(ts_ns) FROM features WHERE feature_set = $1 AND version = $2", fs.name, fs.version
     )
     if last is None:
         return None
-    return await PostgresOfflineStore(pool).read_features(PRICE, int(last) - int(hours * 3600e9), int(last) + 1)
+    return await PostgresOfflineStore(pool).read_features(fs, int(last) - int(hours * 3600e9), int(last) + 1)
 
 
 @dg.sensor(
@@ -172,12 +181,11 @@ def model_quality(
             reasons.append(f"live IC {ic:.4f} over {n} bars < {s.ic_decay} x validation IC {validated:.4f}")
     reference = drift.read_reference(s.lake / "training" / "price_reference.json")
     if reference is not None:
-        from feature_store.features import PRICE
-
+        fs = price_feature_set()
         version, bins = reference
-        recent = postgres.run(recent_price_features)
-        if version != PRICE.version:
-            reasons.append(f"the price feature set is now version {PRICE.version}; the model learnt {version}")
+        recent = postgres.run(lambda pool: recent_price_features(pool, feature_set=fs))
+        if version != fs.version:
+            reasons.append(f"the {fs.name} feature set is now version {fs.version}; the model learnt {version}")
         elif recent is not None and len(recent):
             scores = drift.feature_psi(bins, recent)
             worst = max(scores, key=lambda k: scores[k] if scores[k] == scores[k] else -1.0)

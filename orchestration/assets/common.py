@@ -66,7 +66,11 @@ def daily_partitions() -> dg.DailyPartitionsDefinition:
     :func:`settings` for the defaults of the files and recorded sources)."""
     s = settings()
     end = s.partitions_end.isoformat() if s.partitions_end else None
-    return dg.DailyPartitionsDefinition(start_date=s.partitions_start.isoformat(), end_date=end)
+    # Dagster lists only the days that have ended; a source's days run up to its end (a replay's
+    # market clock can be ahead of the wall clock), and today's data is a partition too.
+    today = datetime.now(UTC).date()
+    ahead = max(1, (s.partitions_end - today).days + 1) if s.partitions_end else 1
+    return dg.DailyPartitionsDefinition(start_date=s.partitions_start.isoformat(), end_date=end, end_offset=ahead)
 
 
 DAILY = daily_partitions()
