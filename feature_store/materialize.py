@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from feature_store.errors import StorageError
+from feature_store.errors import FeatureVersionError, MissingFeaturesError, StorageError
 from feature_store.features.offline import compute_features
 from feature_store.features.registry import FeatureSet
 from feature_store.market_data import MarketDataStore
 from feature_store.stores import OfflineStore, OnlineStore
 from feature_store.training import forward_return_labels
 
-__all__ = ["MaterializeSummary", "materialize_features", "write_online_windows"]
+__all__ = ["MaterializeSummary", "OnlineWrite", "materialize_features", "write_online_windows"]
 
 
 @dataclass
@@ -89,29 +89,70 @@ async def materialize_features(
     if online is not None:
         clock = time.perf_counter()
         for fs in feature_sets:
-            summary.latest_ts_ns, summary.symbols = write_online_windows(online, fs, frames[fs.name], online_bars)
+            written = write_online_windows(online, fs, frames[fs.name], online_bars)
+            summary.latest_ts_ns, summary.symbols = written.latest_ts_ns, written.symbols
         summary.seconds["online"] = time.perf_counter() - clock
     return summary
 
 
-def write_online_windows(online: OnlineStore, fs: FeatureSet, frame: pd.DataFrame, bars: int) -> tuple[int, int]:
+@dataclass(frozen=True)
+class OnlineWrite:
+    """What :func:`write_online_windows` wrote.
+
+    Attributes:
+        latest_ts_ns: the latest bar written.
+        symbols: symbols written with it (and read back equal).
+        newer: symbols left alone because the online store already holds a newer bar of theirs
+            (a live engine writes the same keys): history never overwrites live data.
+        too_old: bars the store refused because they are a window or more older than the
+            newest bar it holds of the set (live data again); they read back as missing.
+    """
+
+    latest_ts_ns: int
+    symbols: int
+    newer: tuple[str, ...] = ()
+    too_old: int = 0
+
+
+def write_online_windows(online: OnlineStore, fs: FeatureSet, frame: pd.DataFrame, bars: int) -> OnlineWrite:
     """Write the last ``bars`` timestamps of ``frame`` online, read them back and compare.
 
-    Returns:
-        The latest timestamp written and the number of symbols that have it.
+    Symbols whose stored latest bar is newer than ``frame``'s are not written (see
+    :class:`OnlineWrite`).
 
     Raises:
         StorageError: what was read back differs from what was written.
     """
     times = np.sort(frame["ts_ns"].unique())[-bars:]
     recent = frame[frame["ts_ns"].isin(times)]
-    for ts, group in recent.groupby("ts_ns", sort=True):
-        online.write_latest(fs, int(ts), group["symbol"].tolist(), group[list(fs.names)].to_numpy())
     latest = int(times[-1])
+    stored = _stored_latest(online, fs, sorted(recent["symbol"].unique().tolist()))
+    newer = tuple(sorted(s for s, ts in stored.items() if ts > latest))
+    if newer:
+        recent = recent[~recent["symbol"].isin(newer)]
+    refused = np.zeros(len(times), dtype=bool)
+    for i, (ts, group) in enumerate(recent.groupby("ts_ns", sort=True)):
+        assert int(ts) == int(times[i])
+        refused[i] = online.write_latest(fs, int(ts), group["symbol"].tolist(), group[list(fs.names)].to_numpy()) > 0
     symbols = sorted(recent.loc[recent["ts_ns"] == latest, "symbol"].tolist())
-    back = online.read_windows(fs, symbols, len(times), as_of_ns=latest)
-    want = recent.set_index(["symbol", "ts_ns"]).loc[[(s, int(t)) for s in symbols for t in times], list(fs.names)]
-    expected = want.to_numpy(np.float32).reshape(len(symbols), len(times), len(fs))
-    if not np.array_equal(back.values, expected, equal_nan=True):
-        raise StorageError(f"online features of {fs.name!r} read back differ from what was written")
-    return latest, len(symbols)
+    if symbols:
+        back = online.read_windows(fs, symbols, len(times), as_of_ns=latest)
+        want = recent.set_index(["symbol", "ts_ns"]).loc[[(s, int(t)) for s in symbols for t in times], list(fs.names)]
+        expected = want.to_numpy(np.float32).reshape(len(symbols), len(times), len(fs))
+        expected[:, refused, :] = np.nan  # refused whole as too old: nothing of them is stored
+        if not np.array_equal(back.values, expected, equal_nan=True) or back.stored[:, refused].any():
+            raise StorageError(f"online features of {fs.name!r} read back differ from what was written")
+    return OnlineWrite(latest, len(symbols), newer, int(refused.sum()))
+
+
+def _stored_latest(online: OnlineStore, fs: FeatureSet, symbols: list[str]) -> dict[str, int]:
+    """The latest stored bar of each of ``symbols`` that has one online."""
+    present = list(symbols)
+    while present:
+        try:
+            vectors = online.read_latest(fs, present)
+        except (MissingFeaturesError, FeatureVersionError) as exc:  # never written (for this version): no bar
+            present = [s for s in present if s not in set(exc.symbols)]
+            continue
+        return dict(zip(vectors.symbols, (int(t) for t in vectors.ts_ns), strict=True))
+    return {}

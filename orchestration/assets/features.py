@@ -123,9 +123,15 @@ def online_features(
     metadata: dict[str, Any] = {}
     try:
         for name, frame in frames.items():
-            ts, symbols = write_online_windows(online, sets[name], frame, bars)
-            metadata[f"{name}_symbols"] = symbols
-            metadata[f"{name}_latest_ts_ns"] = ts
+            written = write_online_windows(online, sets[name], frame, bars)
+            metadata[f"{name}_symbols"] = written.symbols
+            metadata[f"{name}_latest_ts_ns"] = written.latest_ts_ns
+            if written.newer:
+                # A live engine wrote newer bars of these symbols: the live data stays.
+                metadata[f"{name}_left_newer_online"] = dg.MetadataValue.json(list(written.newer))
+                context.log.info(f"{name}: {len(written.newer)} symbols hold newer live bars online; left as they are")
+            if written.too_old:
+                metadata[f"{name}_bars_older_than_live_window"] = written.too_old
     finally:
         online.close()
     context.log.info(f"online features written and read back: {metadata}")

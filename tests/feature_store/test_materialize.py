@@ -53,3 +53,28 @@ def test_features_land_offline_and_the_latest_windows_online(
         asyncio.run(scenario())
     finally:
         online.close()
+
+
+def test_history_never_overwrites_newer_live_bars_online(service_urls: ServiceUrls) -> None:
+    from feature_store.materialize import write_online_windows
+    from feature_store.sources.synthetic import simulate_market
+
+    market = simulate_market(SyntheticMarketConfig(symbols=3, days=0.1, seed=4))
+    frame = compute_features(RISK, market.bars())
+    layout = OnlineLayout(prefix="test:" + secrets.token_hex(4), window=16)
+    online = RedisOnlineStore.from_url(service_urls.redis_url, layout)
+    try:
+        live, quiet = market.symbols[0], list(market.symbols[1:])
+        newer = int(frame["ts_ns"].max()) + 60 * 10**9
+        live_values = np.full((1, len(RISK)), 7.0)
+        online.write_latest(RISK, newer, [live], live_values)  # a live engine got one bar further
+        written = write_online_windows(online, RISK, frame, 16)
+        assert written.newer == (live,) and written.symbols == len(quiet)
+        kept = online.read_latest(RISK, [live])
+        assert kept.ts_ns.tolist() == [newer] and (kept.values == 7.0).all()
+        # The oldest bar is a whole window behind the live one: refused as too old, and reported.
+        assert written.too_old == 1
+        stored = online.read_windows(RISK, quiet, 16, as_of_ns=written.latest_ts_ns).stored
+        assert not stored[:, 0].any() and stored[:, 1:].all()
+    finally:
+        online.close()

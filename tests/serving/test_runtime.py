@@ -96,3 +96,28 @@ def test_slots_swap_whole_versions_and_keep_the_old_one_when_a_load_fails(monkey
     production["price"] = "price:broken"
     assert slots.refresh() == []
     assert slots.get("price").tag == "price:2" and "price:broken" in (slots.last_error or "")
+
+
+def test_a_model_of_another_bar_length_and_calendar_reads_that_interval_s_features() -> None:
+    from feature_store.features.catalog import resolve
+
+    config = price.PriceConfig(
+        interval_s=3600,
+        calendar="XNYS",
+        signal_features=("ret_1_z", "macd_hist"),
+        context_features=("vol_ratio_15_60", "range_z_30"),
+    )
+    hourly = resolve("price_ohlcv", 3600, "XNYS")
+    served = runtime.Served(
+        "price", "price:hourly", "hourly", price.build_model(config), config, "cpu", {hourly.name: hourly.version},
+        {"interval_s": 3600, "calendar": "XNYS"},
+    )  # fmt: skip
+    plan = runtime._make_plan(served)
+    assert [(fs.name, fs.interval_s, fs.calendar, fs.version) for fs in plan.sets] == [
+        ("price_ohlcv", 3600, "XNYS", hourly.version)
+    ]
+    one_minute = runtime.Served(
+        "price", "price:m", "m", served.model, config, "cpu", {hourly.name: hourly.version}, {"interval_s": 60}
+    )
+    with pytest.raises(FeatureSkewError, match="this platform computes version"):
+        runtime._make_plan(one_minute)
