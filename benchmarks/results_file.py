@@ -47,11 +47,16 @@ def write_results(benchmark: str, figures: list[Figure]) -> Path:
 
 def markdown_table() -> str:
     """All stored results as one markdown table."""
-    lines = ["| benchmark | figure | value | unit | compared with | limit value |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | measured (UTC) | figure | value | unit | compared with | limit value |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         for f in data["figures"]:
             limit_value = "" if f["limit_value"] is None else f"{f['limit_value']:,.4g}"
-            cells = [data["benchmark"], f["name"], f"{f['value']:,.4g}", f["unit"], f["limit"], limit_value]
+            cells = [
+                data["benchmark"], data["when"], f["name"], f"{f['value']:,.4g}", f["unit"], f["limit"], limit_value
+            ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

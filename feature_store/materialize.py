@@ -134,11 +134,13 @@ def write_online_windows(online: OnlineStore, fs: FeatureSet, frame: pd.DataFram
     for i, (ts, group) in enumerate(recent.groupby("ts_ns", sort=True)):
         assert int(ts) == int(times[i])
         refused[i] = online.write_latest(fs, int(ts), group["symbol"].tolist(), group[list(fs.names)].to_numpy()) > 0
+    if refused.all():  # the store holds bars of this set a window or more newer: nothing of this lands
+        return OnlineWrite(latest, 0, newer, int(refused.sum()))
     symbols = sorted(recent.loc[recent["ts_ns"] == latest, "symbol"].tolist())
     if symbols:
         back = online.read_windows(fs, symbols, len(times), as_of_ns=latest)
         want = recent.set_index(["symbol", "ts_ns"]).loc[[(s, int(t)) for s in symbols for t in times], list(fs.names)]
-        expected = want.to_numpy(np.float32).reshape(len(symbols), len(times), len(fs))
+        expected = want.to_numpy(np.float32, copy=True).reshape(len(symbols), len(times), len(fs))
         expected[:, refused, :] = np.nan  # refused whole as too old: nothing of them is stored
         if not np.array_equal(back.values, expected, equal_nan=True) or back.stored[:, refused].any():
             raise StorageError(f"online features of {fs.name!r} read back differ from what was written")

@@ -304,7 +304,13 @@ def train_risk(
     """
     index = risk.index_returns()
     named = index.assign(symbol=INDEX_PREFIX + index["symbol"])
-    result = risk.train(pd.concat([returns, named], ignore_index=True), config, garch=set(named["symbol"]))
+    index_symbols = set(named["symbol"])
+    result = risk.train(
+        pd.concat([returns, named], ignore_index=True),
+        config,
+        garch=index_symbols,
+        groups=dict.fromkeys(index_symbols, "index"),  # the real index weighs as much as the market
+    )
     per = result.per_symbol
     is_index = per["symbol"].str.startswith(INDEX_PREFIX)
     index_rows = per[is_index].assign(symbol=per.loc[is_index, "symbol"].str.removeprefix(INDEX_PREFIX))

@@ -132,6 +132,10 @@ def online_features(
                 context.log.info(f"{name}: {len(written.newer)} symbols hold newer live bars online; left as they are")
             if written.too_old:
                 metadata[f"{name}_bars_older_than_live_window"] = written.too_old
+                context.log.warning(
+                    f"{name}: the online store holds bars of this set newer than {written.too_old} of the "
+                    f"{bars} bars written (a live engine); those were left out"
+                )
     finally:
         online.close()
     context.log.info(f"online features written and read back: {metadata}")

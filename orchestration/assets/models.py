@@ -79,7 +79,6 @@ def gate_check(
     note: str = "",
     *,
     figures: dict[str, str] | None = None,
-    blocking: bool = True,
 ) -> tuple[dg.AssetCheckResult, dict[str, Any]]:
     """The candidate's gates plus ``not_worse_than_production`` (within :func:`tolerance`), as a check result.
 

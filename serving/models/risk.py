@@ -294,10 +294,14 @@ def train(
     *,
     device: str | None = None,
     garch: bool | Collection[str] = True,
+    groups: Mapping[str, str] | None = None,
 ) -> RiskResult:
     """Train on each symbol's first ``1 - test_share`` of returns and test on the rest.
 
     ``garch``: compare with GARCH(1,1) on every symbol (True), none (False) or the symbols named.
+    ``groups``: symbol -> group (others: ``""``); when given, every group weighs the same in
+    training (``max_train_rows`` split evenly, a small group resampled), so a few thousand
+    daily index returns count as much as a million one-minute bars.
     """
     import torch
 
@@ -307,17 +311,30 @@ def train(
     started = time.perf_counter()
     seed_everything(config.seed)
     series = _split_series(returns, config)
-    xs, bases, targets = [], [], []
-    for _, r, _, cut in series:
+    xs, bases, targets, labels = [], [], [], []
+    for symbol, r, _, cut in series:
         x, base = risk_inputs(r, config)
         # x[t], base[t] forecast r[t + 1]; training pairs stay inside [warmup, cut).
         idx = np.arange(config.warmup, cut - 1, config.train_stride)
         xs.append(x[idx])
         bases.append(base[idx])
         targets.append(r[idx + 1])
+        labels.append(np.full(len(idx), (groups or {}).get(symbol, "")))
     x_train, base_train, y_train = np.concatenate(xs), np.concatenate(bases), np.concatenate(targets)
-    if len(x_train) > config.max_train_rows:
-        keep = np.random.default_rng(config.seed).choice(len(x_train), config.max_train_rows, replace=False)
+    sampler = np.random.default_rng(config.seed)
+    if groups:
+        group_of = np.concatenate(labels)
+        names = sorted(set(group_of.tolist()))
+        share = min(config.max_train_rows, len(x_train)) // len(names)
+        keep = np.concatenate(
+            [
+                sampler.choice(rows, share, replace=len(rows) < share)
+                for rows in (np.flatnonzero(group_of == name) for name in names)
+            ]
+        )
+        x_train, base_train, y_train = x_train[keep], base_train[keep], y_train[keep]
+    elif len(x_train) > config.max_train_rows:
+        keep = sampler.choice(len(x_train), config.max_train_rows, replace=False)
         x_train, base_train, y_train = x_train[keep], base_train[keep], y_train[keep]
     model = build_model(config).to(device)
     xt = torch.as_tensor(x_train, device=device)
