@@ -21,11 +21,11 @@ from engine.dataplane import DataPlane
 from engine.errors import EngineError, ServiceUnreachableError
 from engine.record import check_services
 from engine.summary import TradeSummary, summarize
-from engine.trade import TradingOptions, open_account, paper_core, start_trader, stored_bars
+from engine.trade import TradingOptions, online_sets, open_account, paper_core, start_trader, stored_bars
 from engine.trading.trader import Trader
 from feature_store.database import open_pool
 from feature_store.errors import StorageError
-from feature_store.features.catalog import FEATURE_SETS
+from feature_store.features.catalog import ONLINE_DEFAULT
 from feature_store.market_data import MarketDataStore
 from feature_store.records import NS_PER_S, Trade
 from feature_store.redis_store import RedisOnlineStore
@@ -45,7 +45,7 @@ class BacktestOptions:
     start_ns: int | None = None
     end_ns: int | None = None
     bar_seconds: int = 60
-    feature_sets: list[str] = field(default_factory=lambda: sorted(FEATURE_SETS))
+    feature_sets: list[str] = field(default_factory=lambda: list(ONLINE_DEFAULT))
     chunk_s: float = 3600.0
     pace_s: float = 0.0  # wall seconds per bar at least (0: as fast as the models answer)
 
@@ -178,11 +178,11 @@ async def backtest(
                 len(state.open_orders),
             )
         core.submit(unsent)  # stored before a crash, never sent
-        await start_trader(trader, models, options)
+        served_sets = await start_trader(trader, models, options)
         await asyncio.to_thread(online.clear_namespace)
         plane = DataPlane(
             symbols,
-            [FEATURE_SETS[name] for name in data.feature_sets],
+            online_sets(data.feature_sets, served_sets),
             online=online,
             recorder=None,
             bar_seconds=data.bar_seconds,

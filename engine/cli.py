@@ -42,7 +42,7 @@ from engine.trading.risk import RiskLimits
 from engine.trading.strategy import FAMILIES, ORDER_TYPES, StrategyParams
 from feature_store.config import FeatureStoreSettings
 from feature_store.errors import FeatureStoreError
-from feature_store.features.catalog import FEATURE_SETS
+from feature_store.features.catalog import FEATURE_SETS, ONLINE_DEFAULT
 
 __all__ = ["main"]
 
@@ -103,8 +103,9 @@ def _stream_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument(
         "--feature-sets",
         type=_symbols,
-        default=sorted(FEATURE_SETS),
-        help=f"online feature sets (default {','.join(sorted(FEATURE_SETS))})",
+        default=list(ONLINE_DEFAULT),
+        help=f"online feature sets (default {','.join(ONLINE_DEFAULT)}; "
+        f"run and backtest add those the served models read; known: {','.join(sorted(FEATURE_SETS))})",
     )
     rec.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port on 127.0.0.1 (-1: off)")
     rec.add_argument("--no-redis", action="store_true", help="compute features without storing them online")

@@ -23,7 +23,7 @@ from engine.recorder import Recorder
 from engine.replay.market import SyntheticFeed
 from engine.replay.server import ReplayExchange
 from feature_store.database import open_pool
-from feature_store.features.catalog import FEATURE_SETS
+from feature_store.features.catalog import FEATURE_SETS, ONLINE_DEFAULT
 from feature_store.redis_store import RedisOnlineStore
 
 __all__ = ["MarketSource", "RecordOptions", "RecordSummary", "record"]
@@ -50,7 +50,7 @@ class RecordOptions:
     books: bool = True
     book_every_s: float = 1.0
     book_depth: int = 10
-    feature_sets: list[str] = field(default_factory=lambda: sorted(FEATURE_SETS))
+    feature_sets: list[str] = field(default_factory=lambda: list(ONLINE_DEFAULT))
     metrics_port: int = 9108
     online: bool = True
     database: bool = True

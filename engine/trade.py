@@ -45,6 +45,7 @@ from engine.trading.trader import Trader
 from feature_store.database import open_pool
 from feature_store.errors import StorageError
 from feature_store.features.catalog import FEATURE_SETS
+from feature_store.features.registry import FeatureSet
 from feature_store.records import NS_PER_S, Bar
 from feature_store.redis_store import RedisOnlineStore
 from serving.client import ModelClient, RequestRejected, ServiceUnavailable
@@ -113,6 +114,7 @@ class _Served:
     horizon_bars: int = 0
     tags: dict[str, str] = field(default_factory=dict)
     strategy: dict[str, Any] | None = None
+    feature_sets: tuple[str, ...] = ()  # the feature sets the served models read
 
 
 async def _served(models: ModelClient) -> _Served:
@@ -126,11 +128,21 @@ async def _served(models: ModelClient) -> _Served:
     tags = {name: str(info.get("tag")) for name, info in served.items() if isinstance(info, dict)}
     price = served.get("price") or {}
     strategy = price.get("strategy") if isinstance(price.get("strategy"), dict) else None
-    return _Served(int(price.get("horizon_bars", 0)), tags, strategy)
+    sets = [
+        str(name)
+        for info in served.values()
+        if isinstance(info, dict) and isinstance(info.get("feature_sets"), dict)
+        for name in info["feature_sets"]
+    ]
+    return _Served(int(price.get("horizon_bars", 0)), tags, strategy, tuple(dict.fromkeys(sets)))
 
 
-async def start_trader(trader: Trader, models: ModelClient, options: TradingOptions) -> None:
-    """The served versions, horizon and strategy in force before the first decision."""
+async def start_trader(trader: Trader, models: ModelClient, options: TradingOptions) -> tuple[str, ...]:
+    """The served versions, horizon and strategy in force before the first decision.
+
+    Returns the names of the feature sets the served models read (the engine computes them
+    online beside the ones it was asked for).
+    """
     served = await _served(models)
     trader.horizon_bars, trader.model_versions = served.horizon_bars, served.tags
     trader.strategy_fixed = options.params is not None
@@ -145,6 +157,13 @@ async def start_trader(trader: Trader, models: ModelClient, options: TradingOpti
             ", ".join(f"{k}={v}" for k, v in sorted(options.strategy_overrides.items())),
         )
     await trader.adopt_strategy(served.tags.get("price"), served.strategy, time.time_ns())
+    return served.feature_sets
+
+
+def online_sets(asked: list[str], served: tuple[str, ...]) -> list[FeatureSet]:
+    """The feature sets to compute online: those asked for, and those the served models read."""
+    names = list(dict.fromkeys([*asked, *(name for name in served if name in FEATURE_SETS)]))
+    return [FEATURE_SETS[name] for name in names]
 
 
 async def run_trading(
@@ -200,7 +219,7 @@ async def run_trading(
                 len(unsent),
             )
         core.submit(unsent)  # stored before a crash, never sent
-        await start_trader(trader, models, options)
+        served_sets = await start_trader(trader, models, options)
         source = await MarketSource.open(record)
         exchange, symbols, urls, market = source.exchange, source.symbols, source.urls, source.market
         if not symbols:
@@ -211,7 +230,7 @@ async def run_trading(
         recorder = Recorder(database_url, spool_dir=record.spool_dir) if record.database else None
         plane = DataPlane(
             symbols,
-            [FEATURE_SETS[name] for name in record.feature_sets],
+            online_sets(record.feature_sets, served_sets),
             online=online,
             recorder=recorder,
             bar_seconds=record.bar_seconds,

@@ -41,7 +41,7 @@ from feature_store.features.expressions import (
 )
 from feature_store.features.registry import Feature, FeatureSet
 
-__all__ = ["FEATURE_SETS", "PRICE", "PRICE_OHLCV", "RISK", "SENTIMENT", "feature_set", "resolve"]
+__all__ = ["FEATURE_SETS", "ONLINE_DEFAULT", "PRICE", "PRICE_OHLCV", "RISK", "SENTIMENT", "feature_set", "resolve"]
 
 _open, _high, _low, _close = col("open"), col("high"), col("low"), col("close")
 _volume, _buy_volume, _vwap = col("volume"), col("buy_volume"), col("vwap")
@@ -234,6 +234,8 @@ SENTIMENT = _set(
 )
 
 FEATURE_SETS: dict[str, FeatureSet] = {s.name: s for s in (PRICE, PRICE_OHLCV, RISK, SENTIMENT)}
+#: The sets an engine computes online unless told otherwise (it adds those its served models read).
+ONLINE_DEFAULT: tuple[str, ...] = ("price", "risk", "sentiment")
 
 
 def feature_set(name: str) -> FeatureSet:
