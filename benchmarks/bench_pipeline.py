@@ -73,9 +73,14 @@ async def _whole_loop(label: str, settings: dict[str, str], *, index_files: bool
                     print(out.stderr[-5000:], file=sys.stderr)
                     raise SystemExit(f"{label}: no run started ({wall:.1f} s)")
                 steps = instance.get_run_step_stats(runs[0].run_id)
-    failed = [s.step_key for s in steps if str(s.status) != "StepEventStatus.SUCCESS"]
-    outcome = "every step succeeded" if out.returncode == 0 else f"stopped at: {', '.join(failed) or 'see stderr'}"
+    failed = [s.step_key for s in steps if s.status is not None and s.status.value == "FAILURE"]
+    skipped = [s.step_key for s in steps if s.status is not None and s.status.value == "SKIPPED"]
+    outcome = "every step succeeded"
+    if out.returncode != 0 or failed or skipped:
+        outcome = f"failed: {', '.join(failed) or 'none'}; skipped: {', '.join(skipped) or 'none'}"
     print(f"{label}: {wall:.1f} s, {outcome}")
+    for step in sorted(steps, key=lambda s: (s.end_time or 0) - (s.start_time or 0), reverse=True)[:6]:
+        print(f"  {step.step_key:28} {(step.end_time or 0) - (step.start_time or 0):7.1f} s")
     return wall, steps, outcome
 
 
@@ -86,7 +91,6 @@ async def _run() -> list[Figure]:
     figures = [Figure("pipeline_wall_s_60", wall_60, "s", "target, 2 cores, in-process executor", TARGET_S)]
     for step in sorted(steps, key=lambda s: (s.end_time or 0) - (s.start_time or 0), reverse=True):
         seconds = (step.end_time or 0) - (step.start_time or 0)
-        print(f"  {step.step_key:28} {seconds:7.1f} s")
         figures.append(Figure(f"pipeline_step_{step.step_key}_s", seconds, "s", "whole-graph target", TARGET_S))
     hourly = {"RRR_BAR_SECONDS": "3600", "RRR_SYNTHETIC_DAYS": "120"}
     wall_3600, _, outcome = await _whole_loop("3,600-second bars", hourly)

@@ -119,8 +119,12 @@ def train_sentiment(
     *,
     data_id: dict[str, Any],
     register: bool = True,
+    calendar: str = "24/7",
 ) -> tuple[ModelReport, pd.DataFrame]:
     """Train the sentiment model on labelled headlines; score every headline with it.
+
+    ``bars`` (of any one bar length, on ``calendar``'s sessions) measure how the aggregated
+    scores relate to forward returns.
 
     Returns the report and the scored news (``ts_ns, symbols, score``) the price model's
     sentiment features are computed from.
@@ -129,7 +133,7 @@ def train_sentiment(
     scored = news[["ts_ns", "symbols", "headline"]].copy()
     _, scored["score"] = sentiment.predict(sres.model, scored["headline"].tolist())
     scored = scored[["ts_ns", "symbols", "score"]]
-    sres.metrics["sentiment_feature_rank_ic"] = sentiment.sentiment_feature_ic(scored, bars)
+    sres.metrics["sentiment_feature_rank_ic"] = sentiment.sentiment_feature_ic(scored, bars, calendar=calendar)
     report = ModelReport("sentiment", sres.metrics, sentiment.gates(sres.metrics), sres.train_seconds)
     if register:
         meta = {

@@ -199,7 +199,9 @@ def sentiment_model_candidate(
         )
         return
     bars = postgres.run(stored_bars)
-    report, scored = train_sentiment(news, _train_settings().sentiment, bars, data_id=_data_id(news))
+    report, scored = train_sentiment(
+        news, _train_settings().sentiment, bars, data_id=_data_id(news), calendar=settings().calendar
+    )
     lake.write_frame(scores_file("candidate"), scored)
     lake.write_frame(validation_file("sentiment"), pd.DataFrame([report.metrics]))
     context.log.info(f"sentiment candidate {report.tag}: {report.metrics}")

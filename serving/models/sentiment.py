@@ -355,18 +355,28 @@ def train(data: SentimentData, config: SentimentConfig | None = None, *, device:
 
 
 def sentiment_feature_ic(
-    scored_news: pd.DataFrame, bars: pd.DataFrame, *, horizon: int = 15, feature: str = "news_score_hl_60"
+    scored_news: pd.DataFrame,
+    bars: pd.DataFrame,
+    *,
+    horizon: int = 15,
+    feature: str = "news_score_hl_60",
+    calendar: str = "24/7",
 ) -> float:
     """Rank IC of an aggregated sentiment feature (model-scored news) to forward returns.
 
     ``scored_news`` has ``ts_ns, symbols, score``; the sentiment feature set is computed from
-    it on ``bars`` and compared, across symbols at each bar, with the forward log return.
+    it on ``bars`` (at their bar length, on ``calendar``'s sessions) and compared, across
+    symbols at each bar, with the forward log return.
     """
-    from feature_store.features.catalog import SENTIMENT
+    from feature_store.features.catalog import resolve
     from feature_store.training import training_set_from_bars
     from serving.models.common import cross_sectional_ics
 
-    table = training_set_from_bars([SENTIMENT], bars, [horizon], news=scored_news)
+    if bars.empty:
+        return float("nan")
+    interval_s = int(bars["interval_s"].iloc[0]) if "interval_s" in bars else 60
+    sentiment = resolve("sentiment", interval_s, calendar)
+    table = training_set_from_bars([sentiment], bars, [horizon], news=scored_news)
     table = table[table[feature].abs() > 0]
     ics = cross_sectional_ics(table, feature, f"fwd_ret_{horizon}", rank=True)
     return float(ics.mean()) if len(ics) else float("nan")

@@ -75,3 +75,11 @@ def test_the_gates_need_significance_and_the_oracle_only_where_there_is_one() ->
     assert not price.gates({**base, "oracle_ic": 0.1})["ic_at_least_0.7_oracle"]
     figures = price.gate_figures({**base, "ic_nw_t": 1.2})
     assert "t 1.20 >= 1.645" in figures["ic_significant"]
+
+
+def test_the_sentiment_feature_ic_is_measured_at_the_bars_own_length() -> None:
+    from serving.models import sentiment
+
+    market = simulate_market(SyntheticMarketConfig(symbols=4, days=30, seed=3, interval_s=3600))
+    scored = market.news.assign(score=market.news["label"].astype(float))[["ts_ns", "symbols", "score"]]
+    assert np.isfinite(sentiment.sentiment_feature_ic(scored, market.bars(), horizon=5))
