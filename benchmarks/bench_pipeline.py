@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.results_file import Figure, write_results
 from benchmarks.scratch_database import scratch_database
@@ -79,9 +80,14 @@ async def _whole_loop(label: str, settings: dict[str, str], *, index_files: bool
     if out.returncode != 0 or failed or skipped:
         outcome = f"failed: {', '.join(failed) or 'none'}; skipped: {', '.join(skipped) or 'none'}"
     print(f"{label}: {wall:.1f} s, {outcome}")
-    for step in sorted(steps, key=lambda s: (s.end_time or 0) - (s.start_time or 0), reverse=True)[:6]:
-        print(f"  {step.step_key:28} {(step.end_time or 0) - (step.start_time or 0):7.1f} s")
+    for step in sorted(steps, key=_seconds, reverse=True)[:6]:
+        print(f"  {step.step_key:28} {_seconds(step):7.1f} s")
     return wall, steps, outcome
+
+
+def _seconds(step: Any) -> float:
+    """A step's run time (0 for a step that never started)."""
+    return (step.end_time - step.start_time) if step.start_time and step.end_time else 0.0
 
 
 async def _run() -> list[Figure]:
@@ -89,8 +95,8 @@ async def _run() -> list[Figure]:
     if outcome != "every step succeeded":
         raise SystemExit(f"the default pipeline failed: {outcome}")
     figures = [Figure("pipeline_wall_s_60", wall_60, "s", "target, 2 cores, in-process executor", TARGET_S)]
-    for step in sorted(steps, key=lambda s: (s.end_time or 0) - (s.start_time or 0), reverse=True):
-        seconds = (step.end_time or 0) - (step.start_time or 0)
+    for step in sorted(steps, key=_seconds, reverse=True):
+        seconds = _seconds(step)
         figures.append(Figure(f"pipeline_step_{step.step_key}_s", seconds, "s", "whole-graph target", TARGET_S))
     hourly = {"RRR_BAR_SECONDS": "3600", "RRR_SYNTHETIC_DAYS": "120"}
     wall_3600, _, outcome = await _whole_loop("3,600-second bars", hourly)

@@ -151,14 +151,17 @@ def train_sentiment(
 def price_frame(
     bars: pd.DataFrame, scored_news: pd.DataFrame, horizon: int, truth: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """The price model's point-in-time training set computed from bars and scored news.
+    """The price model's point-in-time training set computed from bars (of any one length) and
+    scored news.
 
     ``truth`` (``symbol, ts_ns, oracle``), when the source knows it, adds the oracle column.
     """
-    from feature_store.features.catalog import PRICE, SENTIMENT
+    from feature_store.features.catalog import resolve
     from feature_store.training import training_set_from_bars
 
-    frame = training_set_from_bars([PRICE, SENTIMENT], bars, [horizon], news=scored_news)
+    interval_s = int(bars["interval_s"].iloc[0]) if len(bars) else 60
+    sets = [resolve("price", interval_s), resolve("sentiment", interval_s)]
+    frame = training_set_from_bars(sets, bars, [horizon], news=scored_news)
     return with_oracle(frame, truth)
 
 
