@@ -8,16 +8,17 @@ and Redis. What ran is read back from the Dagster instance the CLI wrote.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from feature_store.services import ServiceUrls
+from tests.orchestration.pipeline_helpers import dagster, instance, latest, pipeline_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")]
 
@@ -25,41 +26,9 @@ PRODUCTION = ("price_model_production", "sentiment_model_production", "risk_mode
 
 
 @pytest.fixture(scope="module")
-def loop_env(tmp_path_factory: pytest.TempPathFactory, service_urls: ServiceUrls) -> dict[str, str]:
-    from tests.conftest import create_database, drop_database
-
-    home = tmp_path_factory.mktemp("rrr")
-    url = create_database(service_urls.database_url)
-    env = {
-        **os.environ,
-        "RRR_HOME": str(home),
-        "DAGSTER_HOME": str(home / "dagster"),
-        "BENTOML_HOME": str(home / "bentoml"),
-        "DATABASE_URL": url,
-        "REDIS_URL": service_urls.redis_url,
-        "RRR_TRAIN": "small",
-        "PYTHONWARNINGS": "ignore",
-    }
-    (home / "dagster").mkdir()
-    (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    yield env
-    drop_database(url)
-
-
-def _dagster(env: dict[str, str], *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    command = [str(Path(sys.executable).with_name("dagster")), *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=Path.cwd())
-
-
-def _instance(env: dict[str, str]) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
-
-
-def _latest(instance: dg.DagsterInstance, key: str) -> dict[str, object] | None:
-    event = instance.get_latest_materialization_event(dg.AssetKey(key))
-    if event is None or event.asset_materialization is None:
-        return None
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+def loop_env(tmp_path_factory: pytest.TempPathFactory, service_urls: ServiceUrls) -> Iterator[dict[str, str]]:
+    with pipeline_env(tmp_path_factory.mktemp("rrr"), service_urls) as env:
+        yield env
 
 
 _STRAY_ROWS = textwrap.dedent(
@@ -108,7 +77,7 @@ def whole_loop(loop_env: dict[str, str]) -> dict[str, str]:
         [sys.executable, "-c", _STRAY_ROWS, *stray], env=loop_env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    out = _dagster(loop_env, "job", "execute", "-m", "orchestration.definitions", "-j", "whole_loop")
+    out = dagster(loop_env, "job", "execute", "-m", "orchestration.definitions", "-j", "whole_loop")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     return loop_env
 
@@ -116,34 +85,34 @@ def whole_loop(loop_env: dict[str, str]) -> dict[str, str]:
 def test_the_documented_command_runs_the_whole_graph_and_promotes_three_models(whole_loop: dict[str, str]) -> None:
     import orchestration.definitions as d
 
-    instance = _instance(whole_loop)
+    store = instance(whole_loop)
     keys = [k.to_user_string() for k in d.defs.resolve_asset_graph().get_all_asset_keys()]
-    missing = [k for k in keys if _latest(instance, k) is None]
+    missing = [k for k in keys if latest(store, k) is None]
     assert not missing, f"not materialized: {missing}"
     # Every check ran and passed: GX on bars, news and features, and the three model gates.
     graph = d.defs.resolve_asset_graph()
     for check in graph.asset_check_keys:
-        record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
+        record = store.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
         assert record is not None, f"{check} never ran"
         evaluation = record.event.dagster_event.event_specific_data  # type: ignore[union-attr]
         assert evaluation.passed, f"{check.name} failed: {evaluation.metadata}"
     # The promoted versions are in the BentoML store under the data folder.
-    store = Path(whole_loop["BENTOML_HOME"]) / "models"
+    models = Path(whole_loop["BENTOML_HOME"]) / "models"
     for key in PRODUCTION:
-        tag = str(_latest(instance, key)["production"])  # type: ignore[index]
+        tag = str(latest(store, key)["production"])  # type: ignore[index]
         name, version = tag.split(":")
-        assert (store / name / version / "weights.pt").is_file(), tag
+        assert (models / name / version / "weights.pt").is_file(), tag
     # Reports with charts, and Data Docs, in the data folder.
     home = Path(whole_loop["RRR_HOME"])
     assert list((home / "reports" / "price").glob("*_cumulative_ic.svg"))
     assert list((home / "reports" / "risk").glob("*_SP500_var.svg"))
     assert (home / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
-    first, end = (int(x) for x in str(_latest(instance, "offline_features")["window"]).split()[::2])  # type: ignore[index]
+    first, end = (int(x) for x in str(latest(store, "offline_features")["window"]).split()[::2])  # type: ignore[index]
     low, high = _partition_bounds_ns(whole_loop)
     assert low <= first and end <= high, "features were computed outside the partitions' days"
-    first, end = (int(x) for x in str(_latest(instance, "sentiment_training_set")["window"]).split()[::2])  # type: ignore[index]
+    first, end = (int(x) for x in str(latest(store, "sentiment_training_set")["window"]).split()[::2])  # type: ignore[index]
     assert low <= first and end <= high, "the sentiment training set reads news outside the partitions' days"
-    price_report = _latest(instance, "price_validation_report")
+    price_report = latest(store, "price_validation_report")
     assert price_report is not None and "Cumulative IC" not in str(price_report["summary"])  # charts are separate
     assert "data:image/svg+xml;base64," in str(price_report["charts"])
 
@@ -219,9 +188,9 @@ def test_a_failed_gate_blocks_promotion_and_rollback_restores_the_previous_versi
     assert "price_model_production" not in failed["materialized"]
     assert "price_validation_report" not in failed["materialized"]
     assert _production(whole_loop, "price") == first  # production unchanged
-    instance = _instance(whole_loop)
+    store = instance(whole_loop)
     check = dg.AssetCheckKey(dg.AssetKey("price_model_candidate"), "price_model_gates")
-    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
+    record = store.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
     evaluation = record.event.dagster_event.event_specific_data  # type: ignore[union-attr]
     assert not evaluation.passed
     assert evaluation.metadata["failed_gates"].value == ["ic_at_least_0.7_oracle"]
@@ -233,7 +202,7 @@ def test_a_failed_gate_blocks_promotion_and_rollback_restores_the_previous_versi
     assert "price_model_production" not in costly["materialized"]
     assert _production(whole_loop, "price") == first
     check = dg.AssetCheckKey(dg.AssetKey("price_strategy_backtest"), "price_strategy_gates")
-    record = _instance(whole_loop).event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
+    record = instance(whole_loop).event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
     evaluation = record.event.dagster_event.event_specific_data  # type: ignore[union-attr]
     assert not evaluation.passed
     assert "strategy_net_positive" in evaluation.metadata["failed_gates"].value
