@@ -166,7 +166,7 @@ async def backtest(
             grace_ns=int(options.grace_s * NS_PER_S),
             namespace=online.layout.prefix.rsplit(":", 1)[1],
         )
-        unsent = trader.restore(state)
+        unsent = trader.restore(state, redecide=True)
         if state.checkpoint_ns is not None:
             trader.catch_up_until_ns = state.checkpoint_ns
             trader.catch_up_bar_ns = state.checkpoint_bar_ns or -1

@@ -166,6 +166,8 @@ class TradingCore:
         self.stats = CoreStats()
         self.last_trade: dict[str, tuple[float, int]] = {}
         self.orders: dict[str, Order] = {}  # open orders by client order id
+        # Stored but never sent before a restart, for a bar that is decided again (see restore).
+        self.awaiting: dict[str, Order] = {}
         self.now_ns = 0
 
     # --- market data ---------------------------------------------------------------------
@@ -227,6 +229,7 @@ class TradingCore:
         for symbol, close in closes.items():
             portfolio.mark(symbol, price_of(close))
         self.expire(now_ns)
+        self._drop_awaiting(now_ns)
         drawdown = portfolio.update_peak()
         self.stats.max_drawdown = max(self.stats.max_drawdown, float(drawdown))
         orders: list[Order] = []
@@ -343,9 +346,11 @@ class TradingCore:
                     target_qty = held_i
                     why, reason = "below_min_order", f"at target (change below {min_notional:g})"
                 else:
-                    for open_order in self.broker.open_orders(symbol):
-                        self._cancel(open_order.client_order_id, now_ns)
                     order = self._order(symbol, delta, bar_ns, now_ns, "t", decision_id)
+                    for open_order in self.broker.open_orders(symbol):
+                        # An order restored open is never cancelled by its own bar decided again.
+                        if open_order.client_order_id != order.client_order_id:
+                            self._cancel(open_order.client_order_id, now_ns)
                     if params.order_type == "limit":
                         order.order_type, order.limit_price = "limit", mark
                     last = self.last_trade.get(symbol)
@@ -386,16 +391,57 @@ class TradingCore:
             self.journal.orders[order.client_order_id] = order
             self.stats.orders += 1
 
-    def restore(self, orders: Sequence[Order]) -> list[Order]:
-        """Take back open orders found in the database; return those never sent (to send now)."""
+    def restore(self, orders: Sequence[Order], *, redecide_after_ns: int | None = None) -> list[Order]:
+        """Take back open orders found in the database; return those never sent (to send now).
+
+        A resumed backtest decides again every bar after its checkpoint (venue time
+        ``redecide_after_ns``). An order stored but never sent that was created after it is not
+        sent blindly: it waits for its bar's decision, is sent if that decision makes it again
+        (:meth:`redecided`), and is cancelled once its bar has passed without it.
+        """
         unsent = []
         for order in orders:
+            if order.status == "new" and redecide_after_ns is not None and order.created_ns > redecide_after_ns:
+                self.awaiting[order.client_order_id] = order
+                continue
             self.orders[order.client_order_id] = order
             if order.status == "new":
                 unsent.append(order)
             else:
                 self.broker.restore(order)
         return unsent
+
+    def redecided(self, order: Order) -> bool:
+        """True if ``order``, already stored, was awaiting this decision: send it now.
+
+        The decision made again must make the same order; one that differs (the model or the
+        market data changed between the runs) leaves the stored order cancelled and unsent.
+        """
+        stored = self.awaiting.pop(order.client_order_id, None)
+        if stored is None:
+            return False
+        same = (stored.symbol, stored.side, stored.quantity, stored.order_type, stored.limit_price) == (
+            order.symbol,
+            order.side,
+            order.quantity,
+            order.order_type,
+            order.limit_price,
+        )
+        if not same:
+            stored.status, stored.updated_ns = "cancelled", order.created_ns
+            stored.reason = f"decided again after the restart as {order.side} {order.quantity}, not sent"
+            self.journal.orders[stored.client_order_id] = stored
+            self.stats.cancels += 1
+        return same
+
+    def _drop_awaiting(self, now_ns: int) -> None:
+        for cid, order in list(self.awaiting.items()):
+            if order.created_ns < now_ns:  # its bar was decided again without it
+                del self.awaiting[cid]
+                order.status, order.updated_ns = "cancelled", now_ns
+                order.reason = "not made again when its bar was decided after the restart"
+                self.journal.orders[cid] = order
+                self.stats.cancels += 1
 
     def target_positions(self) -> dict[str, Decimal]:
         """Each symbol's position once its open orders have filled (what the risk model sizes)."""

@@ -223,10 +223,15 @@ class Trader:
 
     # --- restart --------------------------------------------------------------------------
 
-    def restore(self, state: AccountState) -> list[Order]:
-        """Take back the account's open orders and risk state; return orders never sent."""
+    def restore(self, state: AccountState, *, redecide: bool = False) -> list[Order]:
+        """Take back the account's open orders and risk state; return orders never sent.
+
+        ``redecide``: the bars after the account's checkpoint are decided again (a resumed
+        backtest), so orders stored for them wait for that decision instead of being returned.
+        """
         state.restore_risk(self.core.risk)
-        return self.core.restore(state.open_orders)
+        after = state.checkpoint_ns if redecide else None
+        return self.core.restore(state.open_orders, redecide_after_ns=after)
 
     # --- the decision at each close -------------------------------------------------------
 
@@ -315,7 +320,8 @@ class Trader:
                 )
             return
         self.stats.order_store_s.append(time.monotonic() - began)
-        self.core.submit([o for o in orders if o.client_order_id in new])
+        core = self.core
+        core.submit([o for o in orders if o.client_order_id in new or core.redecided(o)])
 
     async def _refresh_var(self, targets: dict[str, Decimal], start_ns: int) -> None:
         """The risk model's VaR(99%) of the portfolio the open orders aim at (used at the next bar)."""

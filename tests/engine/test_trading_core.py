@@ -171,6 +171,61 @@ def test_core_decides_orders_fills_and_the_kill_switch_flattens() -> None:
     assert core.journal.decisions[-1].reason.startswith("kill_switch")
 
 
+def _core() -> TradingCore:
+    return TradingCore(
+        "acct",
+        Portfolio(D(100_000)),
+        PaperBroker(PaperCosts(participation=D(1))),
+        PreTradeRisk(RiskLimits(max_position_notional=D(5000))),
+        StrategyParams(family="per_symbol", cap=0.05, entry_z=0.1),
+    )
+
+
+def test_orders_stored_after_the_checkpoint_wait_for_their_bar_decided_again() -> None:
+    bar, now = 60 * S, 121 * S
+    closes = {"AAA-USD": 100.0, "BBB-USD": 50.0}
+    first = _core()
+    first.on_trade(trade(119, 100.0, symbol="AAA-USD"))
+    first.on_trade(trade(119, 50.0, symbol="BBB-USD", tid=2))
+    stored = first.decide(bar, closes, _forecasts(["AAA-USD", "BBB-USD"], [0.002, -0.0005], bar), now)
+    assert len(stored) == 2  # stored, then the process died before sending them
+
+    resumed = _core()
+    resumed.on_trade(trade(119, 100.0, symbol="AAA-USD"))
+    resumed.on_trade(trade(119, 50.0, symbol="BBB-USD", tid=2))
+    assert resumed.restore(stored, redecide_after_ns=now - 60 * S) == []  # not sent blindly
+    assert resumed.orders == {} and set(resumed.awaiting) == {o.client_order_id for o in stored}
+    # decided again: AAA's order is made again (sent), BBB's forecast changed (no order)
+    again = resumed.decide(bar, closes, _forecasts(["AAA-USD", "BBB-USD"], [0.002, 0.0], bar), now)
+    assert [o.client_order_id for o in again] == [stored[0].client_order_id]
+    assert resumed.redecided(again[0]) and not resumed.redecided(again[0])
+    resumed.submit(again)
+    resumed.decide(bar + 60 * S, closes, None, now + 60 * S)
+    dropped = resumed.journal.orders[stored[1].client_order_id]
+    assert dropped.status == "cancelled" and "decided after the restart" in dropped.reason
+    assert resumed.awaiting == {} and again[0].sends == 1
+
+    # Without a checkpoint (a live restart) an order never sent is sent at once.
+    live = _core()
+    unsent = first.decide(bar + 60 * S, closes, _forecasts(["AAA-USD"], [0.002], bar + 60 * S), now)
+    assert live.restore(unsent) == unsent
+
+
+def test_an_order_restored_open_is_not_cancelled_by_its_own_bar_decided_again() -> None:
+    bar, now = 60 * S, 121 * S
+    core = _core()
+    core.on_trade(trade(119, 100.0, symbol="AAA-USD"))
+    made = core.decide(bar, {"AAA-USD": 100.0}, _forecasts(["AAA-USD"], [0.002], bar), now)
+    sent = made[0]
+    sent.status = "sent"
+    restored = _core()
+    restored.on_trade(trade(119, 100.0, symbol="AAA-USD"))
+    assert restored.restore([sent]) == []
+    again = restored.decide(bar, {"AAA-USD": 100.0}, _forecasts(["AAA-USD"], [0.002], bar), now)
+    assert [o.client_order_id for o in again] == [sent.client_order_id]
+    assert sent.status == "sent" and restored.broker.open_orders("AAA-USD") == [sent]
+
+
 def test_circuit_breaker_opens_half_opens_and_closes() -> None:
     clock = [0.0]
     breaker = CircuitBreaker(failures=2, cooldown_s=5, clock=lambda: clock[0])

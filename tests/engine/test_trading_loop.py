@@ -30,6 +30,7 @@ from engine.backtest import BacktestOptions, backtest
 from engine.record import RecordOptions
 from engine.trade import TradingOptions, run_trading
 from engine.trading.orders import OPEN_STATUSES
+from engine.trading.store import TradingStore
 from engine.trading.strategy import StrategyParams
 from serving import launcher
 
@@ -131,7 +132,11 @@ def _backtest_cli(stack, account: str, *extra: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def test_live_run_then_backtest_agree_and_a_killed_backtest_resumes_exactly(stack, database_url) -> None:
+class _Killed(BaseException):
+    """Stands for a SIGKILL at one exact point: nothing after it runs, no handler sees it."""
+
+
+def test_live_run_then_backtest_agree_and_a_killed_backtest_resumes_exactly(stack, database_url, monkeypatch) -> None:
     live = asyncio.run(
         run_trading(
             _record(stack["home"], 14.0),
@@ -201,6 +206,40 @@ def test_live_run_then_backtest_agree_and_a_killed_backtest_resumes_exactly(stac
     assert max(o[6] for o in c["orders"]) == 1  # no order was sent twice
     summary = json.loads(out)
     assert Decimal(summary["pnl"]) == bt.pnl and Decimal(summary["realized_pnl"]) == bt.realized_pnl
+
+    # Killed every time in the one narrow window: a bar's orders are stored, the bar's journal
+    # and checkpoint are not. The resumed run decides that bar again and must send those orders.
+    insert_orders = TradingStore.insert_orders
+    calls = 0
+
+    async def insert_then_die(self, orders):
+        nonlocal calls
+        new = await insert_orders(self, orders)
+        calls += 1
+        if calls == 4:
+            raise _Killed
+        return new
+
+    monkeypatch.setattr(TradingStore, "insert_orders", insert_then_die)
+    with pytest.raises(_Killed):
+        asyncio.run(backtest(BacktestOptions(venue="coinbase", bar_seconds=1), _options("window", stack["url"]),
+                             database_url=database_url, redis_url=stack["redis"]))  # fmt: skip
+    monkeypatch.setattr(TradingStore, "insert_orders", insert_orders)
+    killed_at = asyncio.run(_rows(database_url, "window"))
+    assert any(o[4] == "new" and o[6] == 0 for o in killed_at["orders"]), killed_at["orders"]
+    resumed = asyncio.run(
+        backtest(
+            BacktestOptions(venue="coinbase", bar_seconds=1),
+            _options("window", stack["url"]),
+            database_url=database_url,
+            redis_url=stack["redis"],
+        )
+    )
+    w = asyncio.run(_rows(database_url, "window"))
+    assert w["decisions"] == b["decisions"]
+    assert w["orders"] == b["orders"] and w["fills"] == b["fills"] and w["positions"] == b["positions"]
+    assert max(o[6] for o in w["orders"]) == 1
+    assert resumed.pnl == bt.pnl and resumed.realized_pnl == bt.realized_pnl
 
 
 def test_model_service_outage_opens_the_breaker_and_trading_recovers(stack, database_url) -> None:
