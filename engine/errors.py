@@ -25,8 +25,27 @@ class ConfigError(EngineError):
 class DecodeError(EngineError):
     """A venue message could not be decoded (bad JSON, a missing or malformed field).
 
-    Feed clients count these and drop the message; they never stop a feed.
+    Feed clients count these by :attr:`reason` and drop the message; they never stop a feed.
+
+    Attributes:
+        reason: a short code for the count (``not_json``, ``missing_field``, ``wrong_type``,
+            ``bad_value``, ``bad_time``, ...).
     """
+
+    def __init__(self, message: str, reason: str = "bad_value") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def decode_reason(exc: BaseException) -> str:
+    """The count reason of an exception raised while decoding a field."""
+    if isinstance(exc, DecodeError):
+        return exc.reason
+    if isinstance(exc, KeyError):
+        return "missing_field"
+    if isinstance(exc, (TypeError, AttributeError)):
+        return "wrong_type"
+    return "bad_value"
 
 
 class FeedError(EngineError):

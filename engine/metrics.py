@@ -81,6 +81,13 @@ class EngineCollector(Collector):
             for feed in self.feeds:
                 family.add_metric([feed.venue], getattr(feed.stats, name))
             yield family
+        dropped = CounterMetricFamily(
+            "rrr_engine_feed_dropped", "messages dropped, by reason", labels=["venue", "reason"]
+        )
+        for feed in self.feeds:
+            for reason, count in sorted(feed.stats.dropped.items()):
+                dropped.add_metric([feed.venue, reason], count)
+        yield dropped
         connected = GaugeMetricFamily("rrr_engine_feed_connected", "1 while the feed is connected", labels=["venue"])
         for feed in self.feeds:
             connected.add_metric([feed.venue], 1.0 if feed.stats.connected else 0.0)

@@ -83,3 +83,9 @@ def recordings_dir() -> Path:
     if not RECORDINGS.is_dir():
         pytest.skip(f"exchange recordings not found at {RECORDINGS} (set RRR_RECORDINGS_DIR)")
     return RECORDINGS
+
+
+@pytest.fixture(scope="session")
+def recordings_dir_or_none() -> Path | None:
+    """The exchange recordings where present (tests that also run without them)."""
+    return RECORDINGS if RECORDINGS.is_dir() else None

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from engine.errors import DecodeError
-from engine.feeds.decoding import NumberCache, level_list, positive
+from engine.errors import DecodeError, decode_reason
+from engine.feeds.decoding import NumberCache, epoch_ms, level_list, non_negative, positive, symbol_text, venue_id
 from engine.feeds.records import BookUpdate, Event, Quote, Subscribed, VenueError
 from feature_store.records import Trade
 
@@ -29,6 +29,7 @@ VENUE = "binance"
 DEFAULT_URL = "wss://stream.binance.com:9443"
 DEFAULT_REST_URL = "https://api.binance.com"
 STREAMS = ("aggTrade", "bookTicker", "depth@100ms")
+MAX_DIFF_SPAN = 1_000_000  # update ids one depth diff may cover (real ones cover hundreds)
 
 
 def venue_symbol(symbol: str) -> str:
@@ -58,40 +59,47 @@ class BinanceDecoder:
         self._names = {venue_symbol(s): s for s in symbols or ()}
         self._numbers = NumberCache()
 
-    def symbol(self, raw: str) -> str:
+    def symbol(self, raw: object) -> str:
         """The engine's name of Binance's symbol ``raw``."""
-        return self._names.get(raw, raw)
+        name = self._names.get(raw) if type(raw) is str else None
+        return name if name is not None else symbol_text(raw)
 
     def decode(self, payload: bytes | str) -> Trade | Event | None:
         try:
             msg = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            raise DecodeError(f"binance: not JSON: {exc}") from exc
+            raise DecodeError(f"binance: not JSON: {exc}", "not_json") from exc
         try:
             data = msg.get("data")
             if data is None:
                 data = msg
             kind = data.get("e")
             if kind == "depthUpdate":
+                first, last = venue_id(data["U"]), venue_id(data["u"])
+                if not first <= last <= first + MAX_DIFF_SPAN:
+                    raise ValueError(f"depth update ids U={first} u={last} are not a plausible range")
                 return BookUpdate(
                     VENUE,
-                    self._names.get(data["s"], data["s"]),
-                    data["E"] * 1_000_000,
+                    self.symbol(data["s"]),
+                    epoch_ms(data["E"]),
                     self._numbers.levels(data["b"]),
                     self._numbers.levels(data["a"]),
                     False,
-                    int(data["U"]),
-                    int(data["u"]),
+                    first,
+                    last,
                 )
             if kind == "aggTrade" or kind == "trade":
+                maker = data["m"]
+                if type(maker) is not bool:
+                    raise TypeError(f"m must be true or false, got {maker!r}")
                 return Trade(
                     VENUE,
-                    self._names.get(data["s"], data["s"]),
-                    int(data["T"]) * 1_000_000,
+                    self.symbol(data["s"]),
+                    epoch_ms(data["T"]),
                     positive(data["p"]),
                     positive(data["q"]),
-                    "sell" if data["m"] else "buy",
-                    str(int(data["a"] if kind == "aggTrade" else data["t"])),
+                    "sell" if maker else "buy",
+                    str(venue_id(data["a"] if kind == "aggTrade" else data["t"])),
                 )
             if kind is None:
                 return self._other(data)
@@ -99,24 +107,26 @@ class BinanceDecoder:
         except DecodeError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-            raise DecodeError(f"binance: malformed message ({exc.__class__.__name__}: {exc})") from exc
+            raise DecodeError(
+                f"binance: malformed message ({exc.__class__.__name__}: {str(exc)[:200]})", decode_reason(exc)
+            ) from exc
 
     def _other(self, data: dict[str, Any]) -> Event | None:
         if "b" in data and "a" in data and "s" in data:  # bookTicker has no event type
             return Quote(
                 VENUE,
-                self._names.get(data["s"], data["s"]),
+                self.symbol(data["s"]),
                 0,
                 positive(data["b"]),
-                float(data["B"]),
+                non_negative(data["B"]),
                 positive(data["a"]),
-                float(data["A"]),
+                non_negative(data["A"]),
             )
         if "result" in data and "id" in data:
-            return Subscribed(VENUE, {"id": [str(data["id"])]})
+            return Subscribed(VENUE, {"id": [str(data["id"])[:64]]})
         if "code" in data or "error" in data:
             err = data.get("error", data)
-            return VenueError(VENUE, f"{err.get('code')}: {err.get('msg')}")
+            return VenueError(VENUE, f"{str(err.get('code'))[:64]}: {str(err.get('msg'))[:500]}")
         return None
 
 
@@ -129,7 +139,14 @@ def parse_depth_snapshot(symbol: str, body: bytes | str) -> BookUpdate:
     try:
         data = orjson.loads(body)
         return BookUpdate(
-            VENUE, symbol, 0, level_list(data["bids"]), level_list(data["asks"]), True, 0, int(data["lastUpdateId"])
+            VENUE,
+            symbol,
+            0,
+            level_list(data["bids"]),
+            level_list(data["asks"]),
+            True,
+            0,
+            venue_id(data["lastUpdateId"]),
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise DecodeError(f"binance depth snapshot of {symbol}: malformed ({exc})") from exc

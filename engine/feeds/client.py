@@ -9,14 +9,21 @@ from a fresh snapshot. A watchdog closes a connection that has been silent for
 Decoded records go to a :class:`FeedSink`, synchronously, in arrival order. The client
 drops what must not reach it, and counts it in :class:`FeedStats`:
 
-* malformed messages (bad JSON, missing or bad fields): ``malformed``;
+* malformed messages (bad JSON, missing or bad fields, a time out of range, a message over
+  ``max_message_bytes``), records of symbols not subscribed, records timed more than
+  ``max_ahead_s`` ahead of the local clock: ``malformed``, and by reason in ``dropped``;
 * unknown message types: ``ignored``;
-* a trade whose id was already seen for its symbol (a repeat): ``duplicates``. A jump in
-  trade ids is counted in ``trade_gaps`` and ``missing_trades``; a missing id that arrives
-  later passes and is counted in ``late_trades``;
+* a trade whose id was already seen for its symbol (a repeat), or that is more than
+  ``_TRACKED_GAP`` ids behind the last: ``duplicates``. A jump in trade ids is counted in
+  ``trade_gaps`` and ``missing_trades``; an id not seen that arrives after a later one
+  passes and is counted in ``late_trades``. An id more than ``MAX_ID_JUMP`` ahead
+  of the symbol's last is not believed (dropped as ``implausible_trade_id``) unless the next
+  trade confirms it; ids are forgotten at every reconnect. One bogus id never silences a
+  symbol;
 * book changes for a book that is not in sync (before its snapshot, or during a resync):
-  ``book_dropped``; a book update that does not follow the last one, or a book left
-  crossed, starts a resync (``book_gaps``, ``resyncs``).
+  ``book_dropped``; a book update that does not follow the last one, a book left crossed
+  (a snapshot included), or a run of updates the book says it already has, starts a resync
+  (``book_gaps``, ``resyncs``). A crossed book never reaches the sink.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -45,7 +52,9 @@ __all__ = ["BinanceFeed", "CoinbaseFeed", "FeedClient", "FeedSink", "FeedStats",
 
 log = logging.getLogger("engine.feeds")
 
-_TRACKED_GAP = 1000  # missing trade ids remembered per symbol, so that a late one is let through
+_TRACKED_GAP = 1000  # how far behind the last trade id a trade not yet seen is let through as late
+MAX_ID_JUMP = 10_000_000  # a trade id this far past the last one is not believed until confirmed
+MAX_REPEATS = 50  # book updates in a row older than the book: its id is wrong, resync
 
 
 class FeedSink(Protocol):
@@ -102,6 +111,13 @@ class FeedStats:
     venue_errors: int = 0
     last_error: str = ""
     connected: bool = False
+    dropped: dict[str, int] = field(default_factory=dict)  # messages dropped, by reason
+
+    def drop(self, reason: str) -> int:
+        """Count one message dropped for ``reason``; return how many so far for it."""
+        count = self.dropped.get(reason, 0) + 1
+        self.dropped[reason] = count
+        return count
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +145,10 @@ class FeedClient:
         books: keep L2 books (subscribe to the book channel).
         stale_after_s: reconnect when nothing arrived for this long.
         backoff_s: (base, cap) of the reconnect backoff.
+        max_message_bytes: a longer message is dropped (and the connection refuses one four
+            times as long).
+        max_ahead_s: records timed further ahead of the local clock are dropped (None: no
+            check, for replaying recordings faster than real time).
     """
 
     venue = "?"
@@ -142,6 +162,8 @@ class FeedClient:
         books: bool = True,
         stale_after_s: float = 10.0,
         backoff_s: tuple[float, float] = (0.1, 10.0),
+        max_message_bytes: int = 8 * 2**20,
+        max_ahead_s: float | None = 300.0,
     ) -> None:
         if not symbols:
             raise FeedError(f"{self.venue}: no symbols to subscribe")
@@ -155,11 +177,14 @@ class FeedClient:
         self.url = url
         self.with_books = books
         self.stale_after_s = stale_after_s
+        self.max_message_bytes = max_message_bytes
+        self.max_ahead_ns = None if max_ahead_s is None else int(max_ahead_s * 1e9)
         self.stats = FeedStats()
         self.books: dict[str, OrderBook] = {s: OrderBook(s) for s in self.symbols}
         self.synced: dict[str, bool] = dict.fromkeys(self.symbols, False)
         self._last_trade: dict[str, int] = {}
-        self._missing: dict[str, set[int]] = {}
+        self._seen: dict[str, set[int]] = {}  # ids delivered lately (the last _TRACKED_GAP of them)
+        self._suspect: dict[str, int] = {}  # an implausible trade id waiting for confirmation
         self._backoff = _Backoff(*backoff_s)
         self._ws: ClientConnection | None = None
         self._last_monotonic = time.monotonic()
@@ -214,13 +239,19 @@ class FeedClient:
         url = self._connect_url()
         try:
             async with websockets.connect(
-                url, open_timeout=10, ping_interval=20, ping_timeout=20, max_size=2**24, close_timeout=2
+                url,
+                open_timeout=10,
+                ping_interval=20,
+                ping_timeout=20,
+                max_size=4 * self.max_message_bytes,
+                close_timeout=2,
             ) as ws:
                 self._ws = ws
                 self.stats.connected = True
                 self.stats.connects += 1
                 self._last_monotonic = time.monotonic()
                 self._reset_books()
+                self._reset_trade_ids()
                 await self._on_open(ws)
                 log.info("%s: connected to %s", self.venue, url.split("?")[0])
                 await self._read(ws)
@@ -253,14 +284,26 @@ class FeedClient:
         """Decode one message and route it (public so that tests and tools can feed lines)."""
         stats = self.stats
         stats.messages += 1
+        if len(payload) > self.max_message_bytes:
+            self._drop("too_large", f"{len(payload)} bytes, over the {self.max_message_bytes} allowed")
+            return
         try:
             record = self._decode(payload)
         except DecodeError as exc:
-            stats.malformed += 1
-            if stats.malformed <= 10 or stats.malformed % 1000 == 0:
-                log.warning("%s: dropped a malformed message (%d so far): %s", self.venue, stats.malformed, exc)
+            self._drop(exc.reason, str(exc))
+            return
+        if record is None:
+            stats.ignored += 1
             return
         kind = type(record)
+        if kind is Trade or kind is BookUpdate or kind is Quote or kind is Heartbeat:
+            if record.symbol not in self.synced:
+                self._drop("unknown_symbol", f"{record.symbol[:64]!r} is not subscribed")
+                return
+            ahead = self.max_ahead_ns
+            if ahead is not None and record.ts_ns > time.time_ns() + ahead:
+                self._drop("future_time", f"{record.symbol}: time {record.ts_ns} is ahead of the local clock")
+                return
         if kind is BookUpdate:
             stats.book_updates += 1
             if record.ts_ns == 0:
@@ -270,12 +313,15 @@ class FeedClient:
         elif kind is Trade:
             self._on_trade(record)
         elif kind is Quote:
+            if not 0.0 < record.bid < record.ask:
+                self._drop("crossed_quote", f"{record.symbol}: bid {record.bid} is not below ask {record.ask}")
+                return
             stats.quotes += 1
             if record.ts_ns == 0:
                 record.ts_ns = time.time_ns()
             self._on_quote(record)
         elif kind is Heartbeat:
-            if record.symbol in self.synced and record.symbol not in self._last_trade:
+            if record.symbol not in self._last_trade:
                 self._last_trade[record.symbol] = record.last_trade_id
             self.sink.on_time(self.venue, record.ts_ns)
         elif kind is Subscribed:
@@ -287,38 +333,72 @@ class FeedClient:
         else:
             stats.ignored += 1
 
+    def _drop(self, reason: str, detail: str) -> None:
+        stats = self.stats
+        stats.malformed += 1
+        count = stats.drop(reason)
+        if count <= 10 or count % 1000 == 0:
+            log.warning("%s: dropped a message (%s, %d so far): %s", self.venue, reason, count, detail[:300])
+
     def _on_quote(self, quote: Quote) -> None:
         self.sink.on_quote(quote)
 
+    def _reset_trade_ids(self) -> None:
+        # A new connection may come from another server of the venue: ids start over.
+        self._last_trade.clear()
+        self._seen.clear()
+        self._suspect.clear()
+
     def _on_trade(self, trade: Trade) -> None:
         stats = self.stats
-        try:
-            number = int(trade.trade_id)
-        except ValueError:
-            number = -1
+        number = int(trade.trade_id) if trade.trade_id.isdigit() else -1
         if number >= 0:
-            last = self._last_trade.get(trade.symbol)
+            symbol = trade.symbol
+            seen = self._seen.get(symbol)
+            if seen is None:
+                seen = self._seen[symbol] = set()
+            elif number in seen:
+                stats.duplicates += 1
+                return
+            last = self._last_trade.get(symbol)
             if last is not None:
                 if number <= last:
-                    missing = self._missing.get(trade.symbol)
-                    if missing is None or number not in missing:
-                        stats.duplicates += 1
+                    behind = last - number
+                    if behind <= _TRACKED_GAP:
+                        # Not seen, within the ids remembered: a trade that came late, not a repeat.
+                        stats.late_trades += 1
+                        if stats.missing_trades > 0:
+                            stats.missing_trades -= 1
+                        seen.add(number)
+                        stats.trades += 1
+                        self.sink.on_trade(trade)
                         return
-                    missing.discard(number)  # a trade that came late, not a repeat
-                    stats.late_trades += 1
-                    stats.missing_trades -= 1
-                    stats.trades += 1
-                    self.sink.on_trade(trade)
-                    return
-                if number > last + 1:
+                    if behind <= MAX_ID_JUMP:
+                        stats.duplicates += 1  # older than what is remembered: taken as a repeat
+                        return
+                    # Far below the last id: the last one was bogus (or the venue restarted its
+                    # ids). Take this one as the new base instead of dropping every later trade.
+                    seen.clear()
+                    self._suspect.pop(symbol, None)
+                    stats.drop("trade_ids_reset")
+                    last = None
+                elif number > last + MAX_ID_JUMP:
+                    suspect = self._suspect.get(symbol)
+                    if suspect is None or not suspect < number <= suspect + MAX_ID_JUMP:
+                        self._suspect[symbol] = number
+                        self._drop("implausible_trade_id", f"{symbol}: trade id {number} after {last}")
+                        return
+                    self._suspect.pop(symbol, None)  # confirmed: the venue's ids moved on
+                    seen.clear()
+                elif number > last + 1:
                     stats.trade_gaps += 1
                     stats.missing_trades += number - last - 1
-                    if number - last - 1 <= _TRACKED_GAP:
-                        missing = self._missing.setdefault(trade.symbol, set())
-                        if len(missing) > _TRACKED_GAP:
-                            missing.clear()
-                        missing.update(range(last + 1, number))
-            self._last_trade[trade.symbol] = number
+            seen.add(number)
+            if len(seen) > 2 * _TRACKED_GAP:
+                floor = number - _TRACKED_GAP
+                self._seen[symbol] = {n for n in seen if n >= floor}
+            if last is None or number > last:
+                self._last_trade[symbol] = number
         stats.trades += 1
         self.sink.on_trade(trade)
         self.sink.on_time(self.venue, trade.ts_ns)
@@ -474,6 +554,7 @@ class BinanceFeed(FeedClient):
         self.max_buffered = max_buffered
         super().__init__(symbols, sink, **kw)
         self._pending: dict[str, list[BookUpdate]] = {s: [] for s in self.symbols}
+        self._repeats: dict[str, int] = {}
         self._fetching: dict[str, asyncio.Task[None]] = {}
         self._http: aiohttp.ClientSession | None = None
 
@@ -517,7 +598,15 @@ class BinanceFeed(FeedClient):
             return
         if update.last_id <= book.last_id:
             self.stats.book_dropped += 1  # a repeat of what the book already has
+            repeats = self._repeats.get(symbol, 0) + 1
+            self._repeats[symbol] = repeats
+            if repeats >= MAX_REPEATS or update.last_id + binance.MAX_DIFF_SPAN < book.last_id:
+                # Far behind the book, or many in a row: the book's id is what is wrong.
+                log.warning("binance %s: updates keep falling behind the book; resynchronizing", symbol)
+                self.stats.book_gaps += 1
+                self._resync(symbol)
             return
+        self._repeats[symbol] = 0
         if update.first_id != book.last_id + 1:
             log.warning(
                 "binance %s: depth gap (book at %d, update %d..%d); resynchronizing",
@@ -535,6 +624,7 @@ class BinanceFeed(FeedClient):
         self.books[symbol].clear()
         self.synced[symbol] = False
         self._pending[symbol] = []
+        self._repeats[symbol] = 0
         task = self._fetching.pop(symbol, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -578,6 +668,11 @@ class BinanceFeed(FeedClient):
         book = self.books[symbol]
         snapshot.ts_ns = time.time_ns()
         book.apply(snapshot)
+        if book.crossed():
+            log.warning("binance %s: depth snapshot is crossed; fetching again", symbol)
+            self.stats.book_gaps += 1
+            book.clear()
+            return False
         book.last_id = snapshot.last_id
         self.synced[symbol] = True
         for i, update in enumerate(pending):

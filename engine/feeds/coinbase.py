@@ -14,13 +14,14 @@ through ``matches`` and ``heartbeat``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from engine.errors import DecodeError
-from engine.feeds.decoding import IsoClock, NumberCache, level_list, positive
+from engine.errors import DecodeError, decode_reason
+from engine.feeds.decoding import IsoClock, NumberCache, level_list, non_negative, positive, symbol_text, venue_id
 from engine.feeds.records import BookUpdate, Event, Heartbeat, Quote, Subscribed, VenueError
 from feature_store.records import Trade
 
@@ -67,7 +68,7 @@ class CoinbaseDecoder:
         try:
             msg = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            raise DecodeError(f"coinbase: not JSON: {exc}") from exc
+            raise DecodeError(f"coinbase: not JSON: {exc}", "not_json") from exc
         try:
             kind = msg["type"]
             if kind == "l2update":  # nearly every message: decoded inline
@@ -75,7 +76,13 @@ class CoinbaseDecoder:
                 asks: list[tuple[float, float]] = []
                 numbers = self._numbers
                 prices, sizes = numbers.prices, numbers.sizes
-                for side, price, size in msg["changes"]:
+                product = msg["product_id"]
+                if type(product) is not str:
+                    product = symbol_text(product)
+                changes = msg["changes"]
+                if type(changes) is not list:
+                    raise TypeError(f"changes must be a list, got {type(changes).__name__}")
+                for side, price, size in changes:
                     p = prices.get(price)
                     if p is None:
                         p = numbers.price(price)
@@ -88,17 +95,23 @@ class CoinbaseDecoder:
                         asks.append((p, s))
                     else:
                         raise ValueError(f"bad side {side!r}")
-                return BookUpdate(VENUE, msg["product_id"], self._clock.ns(msg["time"]), bids, asks)
+                return BookUpdate(VENUE, product, self._clock.ns(msg["time"]), bids, asks)
+            if type(kind) is not str:
+                raise TypeError(f"type must be a string, got {type(kind).__name__}")
             handler: Callable[[dict[str, Any]], Trade | Event] | None = self._handlers.get(kind)
             return None if handler is None else handler(msg)
         except DecodeError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             kind = msg.get("type") if isinstance(msg, dict) else type(msg).__name__
-            raise DecodeError(f"coinbase {kind}: malformed ({exc.__class__.__name__}: {exc})") from exc
+            raise DecodeError(
+                f"coinbase {str(kind)[:40]}: malformed ({exc.__class__.__name__}: {str(exc)[:200]})", decode_reason(exc)
+            ) from exc
 
     def _snapshot(self, msg: dict[str, Any]) -> BookUpdate:
-        return BookUpdate(VENUE, msg["product_id"], 0, level_list(msg["bids"]), level_list(msg["asks"]), True)
+        return BookUpdate(
+            VENUE, symbol_text(msg["product_id"]), 0, level_list(msg["bids"]), level_list(msg["asks"]), True
+        )
 
     def _match(self, msg: dict[str, Any]) -> Trade:
         maker = msg["side"]
@@ -106,35 +119,39 @@ class CoinbaseDecoder:
             raise ValueError(f"bad side {maker!r}")
         return Trade(
             VENUE,
-            msg["product_id"],
+            symbol_text(msg["product_id"]),
             self._clock.ns(msg["time"]),
             positive(msg["price"]),
             positive(msg["size"]),
             "sell" if maker == "buy" else "buy",
-            str(int(msg["trade_id"])),
+            str(venue_id(msg["trade_id"])),
         )
 
     def _last_match(self, msg: dict[str, Any]) -> Heartbeat:
-        return Heartbeat(VENUE, msg["product_id"], self._clock.ns(msg["time"]), int(msg["trade_id"]))
+        return Heartbeat(VENUE, symbol_text(msg["product_id"]), self._clock.ns(msg["time"]), venue_id(msg["trade_id"]))
 
     def _heartbeat(self, msg: dict[str, Any]) -> Heartbeat:
-        return Heartbeat(VENUE, msg["product_id"], self._clock.ns(msg["time"]), int(msg["last_trade_id"]))
+        return Heartbeat(
+            VENUE, symbol_text(msg["product_id"]), self._clock.ns(msg["time"]), venue_id(msg["last_trade_id"])
+        )
 
     def _ticker(self, msg: dict[str, Any]) -> Quote:
         return Quote(
             VENUE,
-            msg["product_id"],
+            symbol_text(msg["product_id"]),
             self._clock.ns(msg["time"]) if "time" in msg else 0,
             positive(msg["best_bid"]),
-            float(msg.get("best_bid_size", "nan")),
+            non_negative(msg["best_bid_size"]) if "best_bid_size" in msg else math.nan,
             positive(msg["best_ask"]),
-            float(msg.get("best_ask_size", "nan")),
+            non_negative(msg["best_ask_size"]) if "best_ask_size" in msg else math.nan,
         )
 
     def _subscriptions(self, msg: dict[str, Any]) -> Subscribed:
-        return Subscribed(VENUE, {c["name"]: list(c.get("product_ids", ())) for c in msg["channels"]})
+        return Subscribed(
+            VENUE, {str(c["name"])[:64]: [str(p)[:64] for p in c.get("product_ids", ())] for c in msg["channels"]}
+        )
 
     def _error(self, msg: dict[str, Any]) -> VenueError:
         reason = msg.get("reason")
-        text = str(msg.get("message", "error"))
-        return VenueError(VENUE, f"{text}: {reason}" if reason else text)
+        text = str(msg.get("message", "error"))[:500]
+        return VenueError(VENUE, f"{text}: {str(reason)[:500]}" if reason else text)

@@ -27,7 +27,6 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -39,6 +38,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from engine.feeds.binance import venue_symbol
+from engine.replay.encoding import (
+    binance_book_ticker,
+    binance_depth,
+    binance_trade,
+    coinbase_l2,
+    coinbase_match,
+    coinbase_ticker,
+    iso_time,
+)
 from engine.replay.faults import Fault, parse_faults
 from engine.replay.market import MarketEvent, RecordedTape, SyntheticFeed, VenueBook
 
@@ -319,7 +327,7 @@ class ReplayExchange:
                                 "type": "last_match",
                                 "trade_id": self.synthetic.trade_ids[i],
                                 "product_id": product,
-                                "time": _iso(time.time_ns()),
+                                "time": iso_time(time.time_ns()),
                             },
                         )
         return True
@@ -447,81 +455,49 @@ class ReplayExchange:
         self.stats["trades"] += 1
         if not self._conns:
             return
+        assert self.synthetic is not None  # only the synthetic market publishes events
         coinbase: dict[str, bytes] = {}
         binance: dict[str, bytes] = {}
         for conn in self._conns:
             if conn.venue == "coinbase":
                 if f"matches:{event.symbol}" in conn.products:
                     if "match" not in coinbase:
-                        coinbase["match"] = _coinbase_match(event, stamp)
+                        coinbase["match"] = coinbase_match(event, stamp)
                     self._offer(conn, coinbase["match"], "trade")
                 if (event.bid_changes or event.ask_changes) and (
                     f"level2:{event.symbol}" in conn.products or f"level2_batch:{event.symbol}" in conn.products
                 ):
                     if "l2" not in coinbase:
-                        coinbase["l2"] = _coinbase_l2(event, stamp)
+                        coinbase["l2"] = coinbase_l2(event, stamp)
                     self._offer(conn, coinbase["l2"], "book")
                 if f"ticker:{event.symbol}" in conn.products:
                     if "ticker" not in coinbase:
-                        coinbase["ticker"] = self._coinbase_ticker(event, stamp)
+                        coinbase["ticker"] = coinbase_ticker(event, self.synthetic.books[event.symbol], stamp)
                     self._offer(conn, coinbase["ticker"], "quote")
             else:
                 lower = venue_symbol(event.symbol).lower()
                 for stream in (f"{lower}@aggTrade", f"{lower}@trade"):
                     if stream in conn.streams:
                         if stream not in binance:
-                            binance[stream] = _binance_trade(event, stamp, stream)
+                            binance[stream] = binance_trade(event, stamp, stream)
                         self._offer(conn, binance[stream], "trade")
                 if event.bid_changes or event.ask_changes:
                     for stream in (f"{lower}@depth@100ms", f"{lower}@depth"):
                         if stream in conn.streams:
                             if stream not in binance:
-                                book = self.synthetic.books[event.symbol] if self.synthetic else None
-                                binance[stream] = _binance_depth(event, stamp, stream, book.update_id if book else 0)
+                                book = self.synthetic.books[event.symbol]
+                                binance[stream] = binance_depth(event, stamp, stream, book.update_id)
                             self._offer(conn, binance[stream], "book")
                     stream = f"{lower}@bookTicker"
-                    if stream in conn.streams and self.synthetic is not None:
+                    if stream in conn.streams:
                         if stream not in binance:
-                            binance[stream] = self._binance_book_ticker(event, stream)
+                            binance[stream] = binance_book_ticker(event, self.synthetic.books[event.symbol], stream)
                         self._offer(conn, binance[stream], "quote")
-
-    def _coinbase_ticker(self, event: MarketEvent, stamp: int) -> bytes:
-        assert self.synthetic is not None
-        bids, asks = self.synthetic.books[event.symbol].snapshot(1)
-        return orjson.dumps(
-            {
-                "type": "ticker",
-                "product_id": event.symbol,
-                "price": repr(event.price),
-                "best_bid": bids[0][0] if bids else repr(event.price),
-                "best_bid_size": bids[0][1] if bids else "0",
-                "best_ask_size": asks[0][1] if asks else "0",
-                "best_ask": asks[0][0] if asks else repr(event.price),
-                "side": "buy" if event.taker_buys else "sell",
-                "time": _iso(stamp),
-                "trade_id": event.trade_id,
-                "last_size": repr(event.size),
-            }
-        )
-
-    def _binance_book_ticker(self, event: MarketEvent, stream: str) -> bytes:
-        assert self.synthetic is not None
-        book = self.synthetic.books[event.symbol]
-        bids, asks = book.snapshot(1)
-        data = {
-            "u": book.update_id,
-            "s": venue_symbol(event.symbol),
-            "b": bids[0][0] if bids else "0",
-            "B": bids[0][1] if bids else "0",
-            "a": asks[0][0] if asks else "0",
-            "A": asks[0][1] if asks else "0",
-        }
-        return orjson.dumps({"stream": stream, "data": data})
 
     async def _heartbeats(self, feed: SyntheticFeed) -> None:
         while True:
             await asyncio.sleep(1.0)
-            now = _iso(time.time_ns())
+            now = iso_time(time.time_ns())
             for conn in list(self._conns):
                 if conn.venue != "coinbase" or "heartbeat" not in conn.channels:
                     continue
@@ -621,60 +597,6 @@ def _coinbase_wanted(conn: _Conn, msg: dict[str, Any], channel_of: dict[str, str
 
 def _aliases(channel: str) -> tuple[str, ...]:
     return ("level2", "level2_batch") if channel == "level2" else (channel,)
-
-
-def _iso(ns: int) -> str:
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest // 1000:06d}Z"
-
-
-def _coinbase_match(event: MarketEvent, stamp: int) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "match",
-            "trade_id": event.trade_id,
-            "side": "sell" if event.taker_buys else "buy",
-            "size": f"{event.size:.8f}",
-            "price": repr(event.price),
-            "product_id": event.symbol,
-            "time": _iso(stamp),
-        }
-    )
-
-
-def _coinbase_l2(event: MarketEvent, stamp: int) -> bytes:
-    changes = [["buy", p, s] for p, s in event.bid_changes] + [["sell", p, s] for p, s in event.ask_changes]
-    return orjson.dumps({"type": "l2update", "product_id": event.symbol, "changes": changes, "time": _iso(stamp)})
-
-
-def _binance_trade(event: MarketEvent, stamp: int, stream: str) -> bytes:
-    ms = stamp // 1_000_000
-    kind = "aggTrade" if stream.endswith("@aggTrade") else "trade"
-    data: dict[str, Any] = {
-        "e": kind,
-        "E": ms,
-        "s": venue_symbol(event.symbol),
-        "p": repr(event.price),
-        "q": f"{event.size:.8f}",
-        "T": ms,
-        "m": not event.taker_buys,
-        "M": True,
-    }
-    data["a" if kind == "aggTrade" else "t"] = event.trade_id
-    return orjson.dumps({"stream": stream, "data": data})
-
-
-def _binance_depth(event: MarketEvent, stamp: int, stream: str, update_id: int) -> bytes:
-    data = {
-        "e": "depthUpdate",
-        "E": stamp // 1_000_000,
-        "s": venue_symbol(event.symbol),
-        "U": update_id,
-        "u": update_id,
-        "b": [list(c) for c in event.bid_changes],
-        "a": [list(c) for c in event.ask_changes],
-    }
-    return orjson.dumps({"stream": stream, "data": data})
 
 
 def _json_response(connection: ServerConnection, status: HTTPStatus, body: Any) -> Response:
