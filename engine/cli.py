@@ -11,6 +11,7 @@
     python -m engine run --replay 20 --bar-seconds 1 --duration 60      # paper trading, synthetic market
     python -m engine backtest --bar-seconds 1 --account bt1              # the same code over stored trades
     python -m engine status --account paper
+    python -m engine backfill --venue binance --symbols BTC-USDT,ETH-USDT --days 7      # bar history over REST
 
 PostgreSQL and Redis come from ``DATABASE_URL``/``REDIS_URL`` or the embedded servers
 under ``RRR_HOME`` (started when needed).
@@ -24,10 +25,13 @@ import json
 import logging
 import signal
 import sys
+import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from engine.backfill import VENUES as BACKFILL_VENUES
+from engine.backfill import BackfillOptions, backfill, print_progress
 from engine.backtest import BacktestOptions, backtest
 from engine.errors import ConfigError, EngineError
 from engine.feeds import binance, coinbase
@@ -41,8 +45,10 @@ from engine.trading.execution import PaperCosts
 from engine.trading.risk import RiskLimits
 from engine.trading.strategy import FAMILIES, ORDER_TYPES, StrategyParams
 from feature_store.config import FeatureStoreSettings
+from feature_store.database import open_pool
 from feature_store.errors import FeatureStoreError
 from feature_store.features.catalog import FEATURE_SETS, ONLINE_DEFAULT
+from feature_store.records import NS_PER_S
 
 __all__ = ["main"]
 
@@ -244,6 +250,15 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--decisions", type=int, default=10, help="how many recent decisions to show")
     st.add_argument("--json", action="store_true", help="print JSON")
 
+    bf = sub.add_parser("backfill", help="fetch a venue's bar history over REST into the bars table (resumable)")
+    bf.add_argument("--venue", required=True, choices=list(BACKFILL_VENUES))
+    bf.add_argument("--symbols", type=_symbols, required=True, help="comma-separated BASE-QUOTE symbols")
+    bf.add_argument("--days", type=_positive_float, default=1.0, help="days of history before now (default 1)")
+    bf.add_argument("--bar-seconds", type=int, default=60, help="bar length in seconds (default 60)")
+    bf.add_argument("--rest-url", default="", help="the venue's REST URL (default: the venue's public API)")
+    bf.add_argument("--max-requests-per-s", type=_positive_float, default=10.0, help="request pacing (default 10)")
+    bf.add_argument("--json", action="store_true", help="print the summary as JSON")
+
     rep = sub.add_parser("replay", help="run the local replay exchange (Coinbase and Binance protocols)")
     rep.add_argument("--symbols", type=int, default=20, help="synthetic symbols (default 20)")
     rep.add_argument("--trades-per-s", type=_positive_float, default=2.0, help="trades per symbol per market second")
@@ -274,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_backtest(args))
         if args.command == "status":
             return asyncio.run(_status(args))
+        if args.command == "backfill":
+            return asyncio.run(_backfill(args))
         return asyncio.run(_replay(args))
     except (EngineError, FeatureStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -409,6 +426,30 @@ async def _backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _backfill(args: argparse.Namespace) -> int:
+    now = time.time_ns()
+    options = BackfillOptions(
+        venue=args.venue,
+        symbols=tuple(args.symbols),
+        start_ns=now - int(args.days * 86400 * NS_PER_S),
+        end_ns=now,
+        bar_seconds=args.bar_seconds,
+        rest_url=args.rest_url,
+        max_requests_per_s=args.max_requests_per_s or 10.0,
+    )
+    urls = await _urls(FeatureStoreSettings.from_env())
+    pool = await open_pool(urls.database_url, min_size=1, max_size=2)
+    try:
+        summary = await backfill(options, pool, progress=None if args.json else print_progress)
+    finally:
+        await pool.close()
+    if args.json:
+        print(json.dumps({**vars(summary), "bars_per_s": summary.bars_per_s}, indent=2))
+    else:
+        print("\n".join(summary.lines()))
+    return 0
+
+
 async def _status(args: argparse.Namespace) -> int:
     urls = await _urls(FeatureStoreSettings.from_env())
     status = await account_status(urls.database_url, args.account, decisions=args.decisions)
@@ -465,7 +506,8 @@ async def _replay(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise EngineError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
     print(f"coinbase  {exchange.coinbase_url}")
-    print(f"binance   {exchange.binance_url}/stream?streams=...   REST {exchange.rest_url}/api/v3/depth", flush=True)
+    print(f"binance   {exchange.binance_url}/stream?streams=...   REST {exchange.rest_url}/api/v3/depth, /klines")
+    print(f"history   {exchange.rest_url}/products/<id>/candles (Coinbase)", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -1,6 +1,6 @@
 """The replay exchange: a local WebSocket server speaking Coinbase Exchange and Binance spot.
 
-One port serves both venues and Binance's REST depth endpoint:
+One port serves both venues and their REST endpoints:
 
 * ``ws://HOST:PORT/`` speaks Coinbase Exchange: ``subscribe``/``unsubscribe`` requests,
   ``subscriptions`` acks, ``matches`` (``last_match`` first), ``ticker``, ``heartbeat``
@@ -8,7 +8,12 @@ One port serves both venues and Binance's REST depth endpoint:
   ``l2update``);
 * ``ws://HOST:PORT/stream?streams=...`` speaks Binance combined streams (``aggTrade``,
   ``trade``, ``bookTicker``, ``depth``/``depth@100ms``);
-* ``GET http://HOST:PORT/api/v3/depth?symbol=...`` answers Binance's depth snapshot.
+* ``GET http://HOST:PORT/api/v3/depth?symbol=...`` answers Binance's depth snapshot;
+* ``GET /api/v3/klines`` (Binance, up to 1,000 a page) and ``GET /products/<id>/candles``
+  (Coinbase, up to 300 a page, newest first) answer bar history: ``history_bars`` bars
+  simulated before the exchange started (their last close is the first live price), then
+  the bars of what the exchange has published since. ``rest_limit`` requests a second are
+  answered, the rest get ``429`` with ``Retry-After``.
 
 It is fed either by the synthetic market (:class:`~engine.replay.market.SyntheticFeed`),
 one market broadcast to every connection, paced by ``speed`` (1 = real time, 0 = as fast
@@ -27,6 +32,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -49,6 +55,7 @@ from engine.replay.encoding import (
 )
 from engine.replay.faults import Fault, parse_faults
 from engine.replay.market import MarketEvent, RecordedTape, SyntheticFeed, VenueBook
+from feature_store.records import NS_PER_S, Bar
 
 __all__ = ["ReplayExchange"]
 
@@ -81,6 +88,9 @@ class ReplayExchange:
             wall clock, so that at ``speed`` 60 a one-minute bar closes every second.
         faults: a fault spec (see :mod:`engine.replay.faults`).
         host, port: where to listen (port 0: a free port).
+        history_bars: bars of history before the start served by the klines and candles
+            endpoints (per bar length asked).
+        rest_limit: REST requests answered per second (None: no limit); the rest get 429.
     """
 
     def __init__(
@@ -96,6 +106,8 @@ class ReplayExchange:
         port: int = 0,
         max_queue: int = 200_000,
         market_clock: bool = False,
+        history_bars: int = 1000,
+        rest_limit: int | None = None,
     ) -> None:
         if speed < 0:
             raise ValueError(f"speed must be >= 0, got {speed}")
@@ -121,6 +133,13 @@ class ReplayExchange:
             self._venue_names = {venue_symbol(s): s for s in synthetic.symbols}
         else:
             self._venue_names = {}
+        self.history_bars = history_bars
+        self.rest_limit = rest_limit
+        self._rest_times: list[float] = []
+        self._history: dict[int, dict[str, list[Bar]]] = {}
+        self._history_lock = asyncio.Lock()
+        self._published: dict[str, dict[int, list[float]]] = {}  # symbol -> second -> o h l c v buy pv n
+        self.started_ns = time.time_ns()
         self._drained = asyncio.Event()
         self._paused = asyncio.Event()
         self._resume = asyncio.Event()
@@ -203,8 +222,27 @@ class ReplayExchange:
 
     # --- HTTP -----------------------------------------------------------------------------
 
-    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
+        if parts.path.startswith("/api/") or parts.path.startswith("/products/"):
+            now = time.monotonic()
+            self._rest_times = [t for t in self._rest_times if now - t < 1.0]
+            if self.rest_limit is not None and len(self._rest_times) >= self.rest_limit:
+                self.stats["rest_rate_limited"] += 1
+                response = _json_response(
+                    connection, HTTPStatus.TOO_MANY_REQUESTS, {"code": -1003, "msg": "Too many requests."}
+                )
+                response.headers["Retry-After"] = "1"
+                return response
+            self._rest_times.append(now)
+        if parts.path == "/api/v3/klines":
+            self.stats["rest_klines"] += 1
+            status, body = await self._klines(parse_qs(parts.query))
+            return _json_response(connection, status, body)
+        if parts.path.startswith("/products/") and parts.path.endswith("/candles"):
+            self.stats["rest_candles"] += 1
+            status, body = await self._candles(parts.path.split("/")[2], parse_qs(parts.query))
+            return _json_response(connection, status, body)
         if parts.path == "/api/v3/depth":
             query = parse_qs(parts.query)
             symbol = (query.get("symbol") or [""])[0]
@@ -234,6 +272,116 @@ class ReplayExchange:
             return {"lastUpdateId": tape_book.update_id, "bids": bids, "asks": asks}
         recorded = self.binance_rest.get(symbol)
         return None if recorded is None else orjson.loads(recorded)
+
+    # --- bar history ----------------------------------------------------------------------
+
+    async def bars(self, symbol: str, interval_s: int, start_ns: int, end_ns: int) -> list[Bar]:
+        """The bars of ``symbol`` starting in ``[start_ns, end_ns)``: simulated history before the
+        start, then the bars of the trades published since (the one in progress included)."""
+        if self.synthetic is None or symbol not in self.synthetic.symbols:
+            return []
+        interval_ns = interval_s * NS_PER_S
+        first_live = -(-self.started_ns // interval_ns) * interval_ns
+        out: list[Bar] = []
+        if start_ns < first_live:
+            history = await self._history_of(interval_s, first_live)
+            out += [b for b in history.get(symbol, []) if start_ns <= b.start_ns < min(end_ns, first_live)]
+        if end_ns > first_live:
+            out += self._published_bars(symbol, interval_s, max(start_ns, first_live), end_ns)
+        return out
+
+    async def _history_of(self, interval_s: int, end_ns: int) -> dict[str, list[Bar]]:
+        async with self._history_lock:
+            cached = self._history.get(interval_s)
+            if cached is None:
+                assert self.synthetic is not None
+                bars = await asyncio.to_thread(self.synthetic.history, self.history_bars, interval_s, end_ns)
+                cached = {}
+                for bar in bars:
+                    cached.setdefault(bar.symbol, []).append(bar)
+                self._history[interval_s] = cached
+        return cached
+
+    def _record_published(self, event: MarketEvent, stamp: int) -> None:
+        seconds = self._published.setdefault(event.symbol, {})
+        second = stamp // NS_PER_S
+        row = seconds.get(second)
+        buy = event.size if event.taker_buys else 0.0
+        if row is None:
+            if len(seconds) > 200_000:  # about two days of one-second bars
+                for old in sorted(seconds)[:50_000]:
+                    del seconds[old]
+            seconds[second] = [event.price, event.price, event.price, event.price, event.size, buy,
+                               event.price * event.size, 1.0]  # fmt: skip
+            return
+        row[1] = max(row[1], event.price)
+        row[2] = min(row[2], event.price)
+        row[3] = event.price
+        row[4] += event.size
+        row[5] += buy
+        row[6] += event.price * event.size
+        row[7] += 1
+
+    def _published_bars(self, symbol: str, interval_s: int, start_ns: int, end_ns: int) -> list[Bar]:
+        seconds = self._published.get(symbol, {})
+        lo, hi = start_ns // NS_PER_S, -(-end_ns // NS_PER_S)
+        merged: dict[int, list[float]] = {}
+        for second in sorted(s for s in seconds if lo <= s < hi):
+            row = seconds[second]
+            start = second // interval_s * interval_s
+            bar = merged.get(start)
+            if bar is None:
+                merged[start] = list(row)
+            else:
+                bar[1], bar[2], bar[3] = max(bar[1], row[1]), min(bar[2], row[2]), row[3]
+                for i in (4, 5, 6, 7):
+                    bar[i] += row[i]
+        return [
+            Bar(symbol, start * NS_PER_S, interval_s, o, h, low, c, v, min(buy, v), min(max(pv / v, low), h), int(n))
+            for start, (o, h, low, c, v, buy, pv, n) in sorted(merged.items())
+        ]
+
+    async def _klines(self, query: dict[str, list[str]]) -> tuple[HTTPStatus, Any]:
+        name = (query.get("symbol") or [""])[0]
+        interval = _BINANCE_INTERVALS.get((query.get("interval") or [""])[0])
+        symbol = self._venue_names.get(name)
+        if symbol is None:
+            return HTTPStatus.BAD_REQUEST, {"code": -1121, "msg": "Invalid symbol."}
+        if interval is None:
+            return HTTPStatus.BAD_REQUEST, {"code": -1120, "msg": "Invalid interval."}
+        try:
+            limit = int((query.get("limit") or ["500"])[0])
+            start_ms = int((query.get("startTime") or ["0"])[0])
+            end_ms = int((query.get("endTime") or [str(time.time_ns() // 1_000_000)])[0])
+        except ValueError:
+            return HTTPStatus.BAD_REQUEST, {"code": -1100, "msg": "Illegal characters found in a parameter."}
+        if not 1 <= limit <= 1000:
+            return HTTPStatus.BAD_REQUEST, {"code": -1130, "msg": "Invalid value for 'limit'."}
+        bars = await self.bars(symbol, interval, start_ms * 1_000_000, end_ms * 1_000_000 + 1)
+        return HTTPStatus.OK, [
+            [b.start_ns // 1_000_000, repr(b.open), repr(b.high), repr(b.low), repr(b.close), repr(b.volume),
+             (b.start_ns + interval * NS_PER_S) // 1_000_000 - 1, repr(b.vwap * b.volume), b.trades,
+             repr(b.buy_volume), repr(b.vwap * b.buy_volume), "0"]
+            for b in bars[:limit]
+        ]  # fmt: skip
+
+    async def _candles(self, product: str, query: dict[str, list[str]]) -> tuple[HTTPStatus, Any]:
+        if self.synthetic is None or product not in self.synthetic.symbols:
+            return HTTPStatus.NOT_FOUND, {"message": "NotFound"}
+        try:
+            granularity = int((query.get("granularity") or ["60"])[0])
+            start = _parse_iso((query.get("start") or [""])[0])
+            end = _parse_iso((query.get("end") or [""])[0])
+        except ValueError:
+            return HTTPStatus.BAD_REQUEST, {"message": "Invalid start or end"}
+        if granularity not in (60, 300, 900, 3600, 21600, 86400):
+            return HTTPStatus.BAD_REQUEST, {"message": "Unsupported granularity"}
+        if (end - start) // (granularity * NS_PER_S) + 1 > 300:
+            return HTTPStatus.BAD_REQUEST, {"message": "granularity too small for the requested time range"}
+        bars = await self.bars(product, granularity, start, end + 1)
+        return HTTPStatus.OK, [
+            [b.start_ns // NS_PER_S, b.low, b.high, b.open, b.close, b.volume] for b in reversed(bars) if b.trades
+        ]
 
     # --- connections ----------------------------------------------------------------------
 
@@ -453,6 +601,7 @@ class ReplayExchange:
 
     def _publish(self, event: MarketEvent, stamp: int) -> None:
         self.stats["trades"] += 1
+        self._record_published(event, stamp)
         if not self._conns:
             return
         assert self.synthetic is not None  # only the synthetic market publishes events
@@ -597,6 +746,19 @@ def _coinbase_wanted(conn: _Conn, msg: dict[str, Any], channel_of: dict[str, str
 
 def _aliases(channel: str) -> tuple[str, ...]:
     return ("level2", "level2_batch") if channel == "level2" else (channel,)
+
+
+_BINANCE_INTERVALS = {
+    "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200, "4h": 14400,
+    "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200, "1w": 604800,
+}  # fmt: skip
+
+
+def _parse_iso(text: str) -> int:
+    stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return int(stamp.timestamp()) * NS_PER_S
 
 
 def _json_response(connection: ServerConnection, status: HTTPStatus, body: Any) -> Response:
