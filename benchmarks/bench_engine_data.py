@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from benchmarks.results_file import Figure, write_results
+from engine.config import BarInterval
 from engine.dataplane import DataPlane
 from engine.feeds.client import CoinbaseFeed, NullSink
 from engine.replay.market import SyntheticFeed
@@ -102,7 +103,7 @@ def main() -> int:
         symbols = list(SyntheticFeed(SYMBOLS, books=False).symbols)
         limit_rate, _ = asyncio.run(_stream(url, symbols, _CountingSink(), None))
         online = RedisOnlineStore.from_url(urls.redis_url)
-        plane = _TimedPlane(symbols, list(FEATURE_SETS.values()), online=online, recorder=None, bar_seconds=1)
+        plane = _TimedPlane(symbols, list(FEATURE_SETS.values()), online=online, recorder=None, interval=BarInterval(1))
         plane.lag = _Lag()
         rate, lag = asyncio.run(_stream(url, symbols, plane, plane))
         online.close()

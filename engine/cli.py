@@ -33,6 +33,7 @@ from typing import Any
 from engine.backfill import VENUES as BACKFILL_VENUES
 from engine.backfill import BackfillOptions, backfill, print_progress
 from engine.backtest import BacktestOptions, backtest
+from engine.config import EngineConfig
 from engine.errors import ConfigError, EngineError
 from engine.feeds import binance, coinbase
 from engine.record import RecordOptions, RecordSummary, record
@@ -102,7 +103,9 @@ def _stream_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument("--binance-url", default=binance.DEFAULT_URL)
     rec.add_argument("--binance-rest-url", default=binance.DEFAULT_REST_URL)
     rec.add_argument("--duration", type=_positive_float, default=None, help="seconds to record (default: until Ctrl-C)")
-    rec.add_argument("--bar-seconds", type=int, default=60, help="bar length in seconds (default 60)")
+    rec.add_argument(
+        "--bar-seconds", type=int, default=None, help="bar length in seconds (default RRR_BAR_SECONDS or 60)"
+    )
     rec.add_argument("--no-books", action="store_true", help="trades only: no L2 books")
     rec.add_argument("--book-every", type=_positive_float, default=1.0, help="seconds between recorded book snapshots")
     rec.add_argument("--book-depth", type=int, default=10, help="levels per side in a recorded snapshot")
@@ -241,7 +244,9 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--venue", default=None, help="only trades of this venue")
     bt.add_argument("--start-ns", type=int, default=None, help="first trade time, epoch ns (default: the first stored)")
     bt.add_argument("--end-ns", type=int, default=None, help="last trade time, epoch ns (default: the last stored)")
-    bt.add_argument("--bar-seconds", type=int, default=60, help="bar length in seconds (default 60)")
+    bt.add_argument(
+        "--bar-seconds", type=int, default=None, help="bar length in seconds (default RRR_BAR_SECONDS or 60)"
+    )
     bt.add_argument("--pace", type=_positive_float, default=0.0, help="wall seconds per bar at least (to watch it)")
     _trading_arguments(bt)
 
@@ -254,7 +259,9 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("--venue", required=True, choices=list(BACKFILL_VENUES))
     bf.add_argument("--symbols", type=_symbols, required=True, help="comma-separated BASE-QUOTE symbols")
     bf.add_argument("--days", type=_positive_float, default=1.0, help="days of history before now (default 1)")
-    bf.add_argument("--bar-seconds", type=int, default=60, help="bar length in seconds (default 60)")
+    bf.add_argument(
+        "--bar-seconds", type=int, default=None, help="bar length in seconds (default RRR_BAR_SECONDS or 60)"
+    )
     bf.add_argument("--rest-url", default="", help="the venue's REST URL (default: the venue's public API)")
     bf.add_argument("--max-requests-per-s", type=_positive_float, default=10.0, help="request pacing (default 10)")
     bf.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -276,6 +283,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        # The one configuration every command shares: refuses RRR_ENGINE_MODE=live rather than
+        # paper-trading in its place, and gives the bar length its default.
+        config = EngineConfig.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "bar_seconds", 0) is None:
+        args.bar_seconds = config.interval.seconds
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

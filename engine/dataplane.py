@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from engine.config import BarInterval
 from engine.feeds.book import OrderBook
 from engine.feeds.records import Quote
 from engine.recorder import Recorder
@@ -70,7 +71,7 @@ class DataPlane:
         feature_sets: the sets to compute online (their interval is set to ``bar_seconds``).
         online: where features go (None: computed, not stored online).
         recorder: where trades, bars, snapshots and features are recorded (None: nowhere).
-        bar_seconds: bar length.
+        interval: the bar interval.
         grace_s: how long after an interval's end trades may still arrive for it.
         book_every_s: record each book at most this often (0: never).
         book_depth: levels per side in a recorded snapshot.
@@ -88,18 +89,17 @@ class DataPlane:
         *,
         online: RedisOnlineStore | None,
         recorder: Recorder | None,
-        bar_seconds: int = 60,
+        interval: BarInterval,
         grace_s: float = 0.25,
         book_every_s: float = 1.0,
         book_depth: int = 10,
         on_close: Callable[[int, list[Bar], list[FeatureStep], float], Awaitable[None]] | None = None,
         wall_clock: bool = True,
     ) -> None:
-        if bar_seconds <= 0:
-            raise ValueError(f"bar_seconds must be > 0, got {bar_seconds}")
         self.symbols = sorted(set(symbols))
-        self.bar_seconds = bar_seconds
-        self.interval_ns = bar_seconds * NS_PER_S
+        self.interval = interval
+        bar_seconds = self.bar_seconds = interval.seconds
+        self.interval_ns = interval.ns
         self.grace_ns = int(grace_s * NS_PER_S)
         self.feature_sets = [fs.with_interval(bar_seconds) for fs in feature_sets]
         self.features = [OnlineFeatures(fs, self.symbols) for fs in self.feature_sets]
@@ -124,6 +124,7 @@ class DataPlane:
         # While an interval is being closed: the venue time of its close (see next_close_ns).
         self.closing_ns: int | None = None
         self.last_steps: list[FeatureStep] = []
+        self._warm_last: tuple[int, list[Bar], list[FeatureStep]] | None = None
 
     # --- FeedSink -------------------------------------------------------------------------
 
@@ -191,6 +192,7 @@ class DataPlane:
         keep = self._unwritten.maxlen or 1
         for start in sorted(by_start):
             steps = [s for s in (online.update(start, by_start[start]) for online in self.features) if s is not None]
+            self._warm_last = (start, by_start[start], steps)
             if self.recorder is not None and record:
                 for bar in by_start[start]:
                     self.recorder.add_bar(bar)
@@ -203,6 +205,17 @@ class DataPlane:
         if self.online is not None:
             await self._write_online()
         return len(by_start)
+
+    async def decide_warm_up(self) -> int | None:
+        """Hand the last warm-up interval to ``on_close`` (a trader decides on it at once, rather
+        than a bar later); return its start, or None when there was no warm-up."""
+        if self._warm_last is None or self.on_close is None:
+            return None
+        start, bars, steps = self._warm_last
+        self._warm_last = None
+        self.last_steps = steps
+        await self.on_close(start, bars, steps, time.monotonic())
+        return start
 
     # --- closing intervals ----------------------------------------------------------------
 

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import re
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,13 +24,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from engine.config import EngineConfig
 from engine.dataplane import DataPlane
 from engine.errors import ConfigError, EngineError
-from engine.feeds.client import FeedClient, make_feed
-from engine.metrics import EngineCollector, MetricsServer
-from engine.record import MarketSource, RecordOptions, check_services
 from engine.recorder import Recorder
-from engine.replay.server import ReplayExchange
+from engine.session import RecordOptions, Session, VenueFeeds, WallClock, check_services, warm_start
 from engine.summary import TradeSummary, summarize
 from engine.trading.breaker import CircuitBreaker
 from engine.trading.core import TradingCore
@@ -46,7 +43,7 @@ from feature_store.database import open_pool
 from feature_store.errors import StorageError
 from feature_store.features.catalog import FEATURE_SETS
 from feature_store.features.registry import FeatureSet
-from feature_store.records import NS_PER_S, Bar
+from feature_store.records import NS_PER_S
 from feature_store.redis_store import RedisOnlineStore
 from serving.client import ModelClient, RequestRejected, ServiceUnavailable
 
@@ -178,35 +175,36 @@ async def run_trading(
 ) -> TradeSummary:
     """Trade on paper until ``record.duration_s`` passes or ``stop`` is set.
 
+    A session of venue feeds on the wall clock with a paper trader. It starts warm: the bars
+    its features need (``options.warmup_bars``) are backfilled from the venue's REST history
+    where missing, the features are stepped through them, and the last of them is decided at
+    once; then it trades every bar as it closes.
+
     Raises:
         ServiceUnreachableError: PostgreSQL (needed: orders are stored before they are sent)
             or Redis cannot be reached at start.
     """
     await check_services(database_url, redis_url if record.online else None)
-    stop = stop or asyncio.Event()
+    config = EngineConfig(interval=record.interval, namespace=options.namespace)
     pool = await open_pool(database_url, min_size=1, max_size=4)
     models = ModelClient(options.serving_url, timeout_s=options.model_timeout_s, retries=0)
-    exchange: ReplayExchange | None = None
     online: RedisOnlineStore | None = None
     recorder: Recorder | None = None
-    metrics: MetricsServer | None = None
-    tasks: list[asyncio.Task[Any]] = []
-    feeds: list[FeedClient] = []
+    source: VenueFeeds | None = None
     started = time.monotonic()
-    loop = asyncio.get_running_loop()
     try:
         store, state = await open_account(pool, options)
         venue = record.venues[0]
-        core = paper_core(options, state, venue, record.bar_seconds)
+        core = paper_core(options, state, venue, config.interval.seconds)
         breaker = CircuitBreaker(options.breaker_failures, options.breaker_cooldown_s)
         trader = Trader(
             core,
             store,
             models,
-            interval_ns=record.bar_seconds * NS_PER_S,
+            interval=config.interval,
             grace_ns=int(options.grace_s * NS_PER_S),
             breaker=breaker,
-            namespace=options.namespace,
+            namespace=config.namespace,
         )
         unsent = trader.restore(state)
         if state.fills or state.open_orders:
@@ -220,110 +218,60 @@ async def run_trading(
             )
         core.submit(unsent)  # stored before a crash, never sent
         served_sets = await start_trader(trader, models, options)
-        source = await MarketSource.open(record)
-        exchange, symbols, urls, market = source.exchange, source.symbols, source.urls, source.market
-        if not symbols:
-            raise ConfigError("name the symbols to trade (--symbols) or start a replay (--replay N)")
+        source = await VenueFeeds(record).open()
         online = RedisOnlineStore.from_url(redis_url) if record.online and redis_url else None
-        if online is not None and options.namespace:
-            online = online.in_namespace(options.namespace)
+        if online is not None and config.namespace:
+            online = online.in_namespace(config.namespace)
         recorder = Recorder(database_url, spool_dir=record.spool_dir) if record.database else None
         plane = DataPlane(
-            symbols,
+            source.symbols,
             online_sets(record.feature_sets, served_sets),
             online=online,
             recorder=recorder,
-            bar_seconds=record.bar_seconds,
+            interval=config.interval,
             grace_s=options.grace_s,
             book_every_s=record.book_every_s if record.books else 0.0,
             book_depth=record.book_depth,
         )
         trader.attach(plane)
-        now_interval = time.time_ns() // plane.interval_ns * plane.interval_ns
-        if market is not None and options.warmup_bars:
-            history = market.history(options.warmup_bars, record.bar_seconds, now_interval)
-        else:
-            history = await stored_bars(pool, symbols, record.bar_seconds, now_interval, options.warmup_bars)
+        history = await warm_start(pool, source, config.interval, options.warmup_bars)
         if options.warmup_bars:
-            warmed = await plane.warm_up(history, record=bool(record.replay_symbols))
+            warmed = await plane.warm_up(history, record=False)
             log.warning("features warmed up with %d bars over %d intervals", len(history), warmed)
-        feeds = [
-            make_feed(v, symbols, trader, url=urls[v], rest_url=urls["rest"], books=record.books) for v in record.venues
-        ]
-        if record.metrics_port >= 0:
-            metrics = await MetricsServer(
-                EngineCollector(feeds, plane, recorder, trader), port=record.metrics_port
-            ).start()
-        tasks = [asyncio.create_task(feed.run(), name=f"feed-{feed.venue}") for feed in feeds]
-        tasks.append(asyncio.create_task(plane.run(), name="dataplane"))
-        tasks.append(asyncio.create_task(trader.run_flusher(), name="journal"))
-        if recorder is not None:
-            tasks.append(asyncio.create_task(recorder.run(), name="recorder"))
+            decided = await plane.decide_warm_up()
+            if decided is not None:
+                log.warning("first decision made at start, on the bar of %d (the last one warmed up)", decided)
+        session = Session(
+            source, WallClock(), plane, trader=trader, recorder=recorder, metrics_port=record.metrics_port
+        )
+        if stop is not None:
+            session.stop_event = stop
+        session.started = started
         if options.news is not None:
-            tasks.append(asyncio.create_task(_tail_news(options.news, trader, stop), name="news"))
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, stop.set)
-            loop.add_signal_handler(signal.SIGTERM, stop.set)
-        while not stop.is_set():
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-            if record.duration_s is not None and time.monotonic() - started >= record.duration_s:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=progress_every_s)
+            news = options.news
+
+            async def follow_news() -> None:
+                await _tail_news(news, trader, session.stop_event)
+
+            session.extra.append(follow_news)
+
+        def report() -> None:
             if progress is not None:
-                progress(summarize(trader, time.monotonic() - started, plane.stats.trades, feeds))
-        for feed in feeds:
-            feed.stop()
-        plane.stop()
-        trader.stop()
-        await asyncio.gather(*tasks[: len(feeds) + 2], return_exceptions=True)
+                progress(summarize(trader, time.monotonic() - started, plane.stats.trades, session.feeds))
+
+        await session.run(duration_s=record.duration_s, progress=report, progress_every_s=progress_every_s)
         if not await trader.flush():
             log.error("trading records could not be written at stop: %d entries lost", len(core.journal))
-        return summarize(trader, time.monotonic() - started, plane.stats.trades, feeds)
+        return summarize(trader, time.monotonic() - started, plane.stats.trades, session.feeds)
     finally:
-        for feed in feeds:
-            feed.stop()
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if source is not None:
+            await source.close()
         if recorder is not None:
             await recorder.close()
         if online is not None:
             online.close()
-        if metrics is not None:
-            await metrics.stop()
-        if exchange is not None:
-            await exchange.stop()
         await models.close()
         await pool.close()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
-
-
-async def stored_bars(pool: asyncpg.Pool, symbols: list[str], bar_seconds: int, end_ns: int, bars: int) -> list[Bar]:
-    """The stored bars of ``symbols`` in the ``bars`` intervals before ``end_ns`` (warm-up history)."""
-    if bars <= 0:
-        return []
-    try:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT symbol, start_ns, interval_s, open, high, low, close, volume, buy_volume, vwap, trades "
-                "FROM bars WHERE interval_s = $1 AND symbol = ANY($2::text[]) AND start_ns >= $3 AND start_ns < $4 "
-                "ORDER BY start_ns, symbol",
-                bar_seconds,
-                symbols,
-                end_ns - bars * bar_seconds * NS_PER_S,
-                end_ns,
-            )
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise StorageError(f"reading warm-up bars failed: {exc}") from exc
-    return [Bar(*r) for r in rows]
 
 
 async def _tail_news(path: Path, trader: Trader, stop: asyncio.Event, poll_s: float = 0.5) -> None:

@@ -10,7 +10,7 @@ Reads stream ``COPY ... TO STDOUT`` as CSV (see :func:`feature_store.database.re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from feature_store.database import copy_into, read_csv
 from feature_store.errors import StorageError
-from feature_store.records import BAR_COLUMNS, TRADE_COLUMNS
+from feature_store.records import BAR_COLUMNS, NS_PER_S, TRADE_COLUMNS, Trade
 
 __all__ = ["MarketDataStore", "to_records"]
 
@@ -62,6 +62,20 @@ _BARS = _Table(
     "FROM bars WHERE start_ns >= $1 AND start_ns < $2 AND interval_s = $4 "
     "AND ($3::text[] IS NULL OR symbol = ANY($3::text[])) ORDER BY symbol, start_ns",
 )
+_SPAN = (
+    "SELECT min(ts_ns), max(ts_ns) FROM trades WHERE ts_ns >= $1 AND ts_ns <= $2 "
+    "AND ($3::text[] IS NULL OR symbol = ANY($3::text[])) AND ($4::text IS NULL OR venue = $4)"
+)
+_SPAN_SYMBOLS = (
+    "SELECT DISTINCT symbol FROM trades WHERE ts_ns >= $1 AND ts_ns <= $2 "
+    "AND ($3::text[] IS NULL OR symbol = ANY($3::text[])) AND ($4::text IS NULL OR venue = $4) ORDER BY symbol"
+)
+_ITER_TRADES = (
+    "SELECT venue, symbol, ts_ns, price, size, side, trade_id FROM trades "
+    "WHERE ts_ns >= $1 AND ts_ns < $2 AND ($3::text[] IS NULL OR symbol = ANY($3::text[])) "
+    "AND ($4::text IS NULL OR venue = $4) ORDER BY ts_ns, symbol, venue, length(trade_id), trade_id"
+)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 _NEWS_DELETE = "DELETE FROM news WHERE ts_ns BETWEEN $1 AND $2 AND symbols && $3::text[]"
 _NEWS_READ = (
     "SELECT ts_ns, symbols, headline, source, label FROM news "
@@ -168,6 +182,52 @@ class MarketDataStore:
     async def read_trades(self, start_ns: int, end_ns: int, symbols: Sequence[str] | None = None) -> pd.DataFrame:
         """Trades with ``start_ns <= ts_ns < end_ns`` (all symbols when ``symbols`` is None)."""
         return await self._read_csv(_TRADES, start_ns, end_ns, _symbols(symbols))
+
+    async def trade_span(
+        self, start_ns: int, end_ns: int, symbols: Sequence[str] | None = None, venue: str | None = None
+    ) -> tuple[int, int, list[str]] | None:
+        """The first and last stored trade time in ``[start_ns, end_ns]`` and the symbols that
+        traded (of ``symbols``, all when None; of ``venue``, every venue when None); None if none.
+
+        Raises:
+            StorageError: PostgreSQL failed.
+        """
+        try:
+            async with self._pool.acquire() as conn:
+                lo, hi = await conn.fetchrow(_SPAN, start_ns, end_ns, _symbols(symbols), venue)
+                if lo is None:
+                    return None
+                rows = await conn.fetch(_SPAN_SYMBOLS, lo, hi, _symbols(symbols), venue)
+        except _DB_ERRORS as exc:
+            raise StorageError(f"reading the stored trades' range failed: {exc}") from exc
+        return int(lo), int(hi), [r["symbol"] for r in rows]
+
+    async def iter_trades(
+        self,
+        start_ns: int,
+        end_ns: int,
+        symbols: Sequence[str] | None = None,
+        venue: str | None = None,
+        *,
+        chunk_ns: int = 3600 * NS_PER_S,
+    ) -> AsyncIterator[Trade]:
+        """Stored trades with ``start_ns <= ts_ns < end_ns`` in the one order every replay of them
+        uses (time, symbol, venue, trade id), read ``chunk_ns`` of time at a time.
+
+        Raises:
+            StorageError: PostgreSQL failed.
+        """
+        lo = start_ns
+        while lo < end_ns:
+            hi = min(lo + chunk_ns, end_ns)
+            try:
+                async with self._pool.acquire() as conn:
+                    rows = await conn.fetch(_ITER_TRADES, lo, hi, _symbols(symbols), venue)
+            except _DB_ERRORS as exc:
+                raise StorageError(f"reading stored trades failed: {exc}") from exc
+            for r in rows:
+                yield Trade(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+            lo = hi
 
     async def read_bars(
         self,

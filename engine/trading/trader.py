@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from engine.config import BarInterval
 from engine.dataplane import DataPlane
 from engine.errors import ConfigError, EngineError
 from engine.feeds.book import OrderBook
@@ -42,7 +43,7 @@ from engine.trading.store import AccountState, TradingStore
 from engine.trading.strategy import StrategyParams
 from feature_store.errors import StorageError
 from feature_store.features.online import FeatureStep
-from feature_store.records import NS_PER_S, Bar, Trade
+from feature_store.records import Bar, Trade
 from serving.client import ModelClient, RequestRejected, ServiceUnavailable
 
 __all__ = ["Trader", "TraderStats"]
@@ -79,7 +80,7 @@ class Trader:
         core: the trading core.
         store: the trading records (None: nothing is stored, for tests of the loop).
         models: the model service client.
-        interval_ns, grace_ns: the data plane's bar length and grace.
+        interval: the bar interval; grace_ns: the data plane's grace after each bar's end.
         namespace: the online-store namespace the service reads (a backtest's), or None.
         breaker: the model-service circuit breaker (None: failures raise, as in a backtest).
         flush_s: how often the journal is written when live.
@@ -92,7 +93,7 @@ class Trader:
         store: TradingStore | None,
         models: ModelClient,
         *,
-        interval_ns: int,
+        interval: BarInterval,
         grace_ns: int,
         namespace: str | None = None,
         breaker: CircuitBreaker | None = None,
@@ -102,7 +103,8 @@ class Trader:
         self.core = core
         self.store = store
         self.models = models
-        self.interval_ns = interval_ns
+        self.interval = interval
+        self.interval_ns = interval.ns
         self.grace_ns = grace_ns
         self.namespace = namespace
         self.breaker = breaker
@@ -336,7 +338,7 @@ class Trader:
         self.stats.risk_calls += 1
         try:
             response = await self.models.portfolio_risk(
-                notional, ts_ns=start_ns, namespace=self.namespace, interval_s=self.interval_ns // NS_PER_S
+                notional, ts_ns=start_ns, namespace=self.namespace, interval_s=self.interval.seconds
             )
             var99 = float(response["var99"])
         except (ServiceUnavailable, RequestRejected, KeyError, TypeError, ValueError) as exc:

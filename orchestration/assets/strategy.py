@@ -50,14 +50,14 @@ def load_trades(postgres: PostgresResource, symbols: list[str], start_ns: int, e
     A source of bars alone (OHLCV files, venue history) stores no trades: four trades per
     stored bar stand in for them (:func:`feature_store.bars.trades_from_bars`).
     """
-    from engine.backtest import BacktestOptions, stored_trades
     from feature_store.bars import trades_from_bars
     from feature_store.market_data import MarketDataStore
 
     interval_s = settings().bar_seconds
 
     async def read(pool: Any) -> tuple[list[Any], str]:
-        trades = [t async for t in stored_trades(pool, BacktestOptions(symbols=symbols), start_ns, end_ns)]
+        stored = MarketDataStore(pool).iter_trades(start_ns, end_ns + 1, symbols)
+        trades = [t async for t in stored]
         if trades:
             return trades, "stored trades"
         bars = await MarketDataStore(pool).read_bars(start_ns, end_ns + 1, interval_s=interval_s)

@@ -1,21 +1,38 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from engine.config import EngineSettings
+from engine.config import BarInterval, EngineConfig
 from engine.errors import ConfigError
 
 
 def test_engine_trades_on_paper_by_default() -> None:
-    s = EngineSettings.from_env({})
-    assert (s.mode, s.bar_seconds, s.serving_url) == ("paper", 60, "http://127.0.0.1:3000")
+    c = EngineConfig.from_env({})
+    assert (c.mode, c.interval, c.namespace, c.serving_url) == ("paper", BarInterval(60), None, "http://127.0.0.1:3000")
+    assert EngineConfig.from_env({"RRR_BAR_SECONDS": "3600"}, interval=5).interval.ns == 5 * 10**9
 
 
-def test_bad_settings_are_named() -> None:
+def test_bad_settings_are_named_and_live_mode_is_refused_not_paper_traded() -> None:
     with pytest.raises(ConfigError, match="RRR_ENGINE_MODE"):
-        EngineSettings.from_env({"RRR_ENGINE_MODE": "yolo"})
+        EngineConfig.from_env({"RRR_ENGINE_MODE": "yolo"})
     with pytest.raises(ConfigError, match="RRR_ENGINE_BAR_SECONDS"):
-        EngineSettings.from_env({"RRR_ENGINE_BAR_SECONDS": "0"})
+        EngineConfig.from_env({"RRR_ENGINE_BAR_SECONDS": "0"})
+    with pytest.raises(ConfigError, match="RRR_BAR_SECONDS"):
+        EngineConfig.from_env({"RRR_BAR_SECONDS": "1.5"})
+    with pytest.raises(ConfigError, match="paper only"):
+        EngineConfig.from_env({"RRR_ENGINE_MODE": "live"})
+    with pytest.raises(ConfigError, match="namespace"):
+        EngineConfig(namespace="Bad Name")
+    with pytest.raises(ConfigError, match="whole number"):
+        BarInterval(0)
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "status"], env={"RRR_ENGINE_MODE": "live", "PATH": "/usr/bin"},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "paper only" in done.stderr
 
 
 def test_the_engine_computes_the_sets_the_served_models_read_beside_those_asked_for() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from engine.config import BarInterval
 from engine.errors import ConfigError
 from engine.trading.core import Forecasts, TradingCore
 from engine.trading.execution import PaperBroker
@@ -32,7 +33,7 @@ class FakeModels:
 
 def _trader(models: FakeModels) -> Trader:
     core = TradingCore("t", Portfolio(Decimal(100_000)), PaperBroker(), PreTradeRisk())
-    return Trader(core, None, models, interval_ns=60 * 10**9, grace_ns=0)  # type: ignore[arg-type]
+    return Trader(core, None, models, interval=BarInterval(60), grace_ns=0)  # type: ignore[arg-type]
 
 
 def _forecasts(tag: str) -> Forecasts:
