@@ -272,6 +272,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--speed", type=_positive_float, default=1.0, help="1 = real time, 0 = as fast as clients read")
     rep.add_argument("--faults", type=_faults, default="", help="fault switches, e.g. drop=100@book,stall=500:3")
     rep.add_argument("--no-books", action="store_true", help="trades only")
+    rep.add_argument("--history-bars", type=int, default=1000, help="bars of history served over REST (default 1000)")
+    rep.add_argument("--rest-limit", type=int, default=None, help="REST requests answered per second (default: all)")
     rep.add_argument("--coinbase-recording", type=Path, help="replay this Coinbase recording instead")
     rep.add_argument("--binance-recording", type=Path, help="replay this Binance recording instead")
     rep.add_argument("--binance-rest", type=Path, help="the Binance REST depth recording that goes with it")
@@ -515,8 +517,9 @@ async def _replay(args: argparse.Namespace) -> int:
             raise EngineError(f"--symbols must be >= 1, got {args.symbols}")
         market = SyntheticFeed(args.symbols, trades_per_s=args.trades_per_s or 2.0, books=not args.no_books)
         exchange = ReplayExchange(
-            synthetic=market, speed=args.speed, faults=args.faults, host=args.host, port=args.port
-        )
+            synthetic=market, speed=args.speed, faults=args.faults, host=args.host, port=args.port,
+            history_bars=args.history_bars, rest_limit=args.rest_limit,
+        )  # fmt: skip
     try:
         await exchange.start()
     except OSError as exc:

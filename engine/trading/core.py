@@ -172,6 +172,12 @@ class TradingCore:
 
     # --- market data ---------------------------------------------------------------------
 
+    def note_close(self, symbol: str, close: float, end_ns: int) -> None:
+        """A bar of ``symbol`` closed at ``close`` (ending at ``end_ns``): its last price when no
+        trade of it was seen (bars from history at a warm start)."""
+        if symbol not in self.last_trade:
+            self.last_trade[symbol] = (close, end_ns)
+
     def on_trade(self, trade: Trade, *, match: bool = True) -> None:
         """A market trade: remember its price and let the broker fill against it."""
         self.last_trade[trade.symbol] = (trade.price, trade.ts_ns)

@@ -241,6 +241,8 @@ class Trader:
         stats, core = self.stats, self.core
         now_ns = start_ns + self.interval_ns + self.grace_ns
         closes = {b.symbol: b.close for b in bars}
+        for bar in bars:
+            core.note_close(bar.symbol, bar.close, start_ns + self.interval_ns)
         stats.close_to_online_s.append(time.monotonic() - started)
         self._record_closes(start_ns, closes)
         try:

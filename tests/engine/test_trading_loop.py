@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -279,3 +281,43 @@ def test_model_service_outage_opens_the_breaker_and_trading_recovers(stack, data
     assert not [o for o in rows["orders"] if opened < o[7] < closed and not o[0].endswith("-x")]
     # ... and trading went on by itself afterwards.
     assert [d for d in rows["decisions"] if d[0] > closed] and closed > up_at > down_at
+
+
+def test_a_fresh_engine_backfills_its_history_and_decides_at_once(stack, database_url) -> None:
+    """20 symbols, no stored bars for them: the engine fetches 800 bars of history from the
+    venue's REST (the replay exchange's klines), warms up and decides before any live bar."""
+
+    async def scenario() -> tuple[float | None, Any, int]:
+        options = RecordOptions(
+            venues=["binance"], replay_symbols=20, trades_per_s=2.0, bar_seconds=1, duration_s=60.0, books=False,
+            metrics_port=-1, spool_dir=stack["home"] / "spool-warm",
+        )  # fmt: skip
+        stop = asyncio.Event()
+        began = time.monotonic()
+        task = asyncio.create_task(
+            run_trading(options, _options("warm", stack["url"], model_timeout_s=5.0), database_url=database_url,
+                        redis_url=stack["redis"], stop=stop)
+        )  # fmt: skip
+        first = None
+        conn = await asyncpg.connect(database_url)
+        try:
+            while first is None and time.monotonic() - began < 45 and not task.done():
+                with contextlib.suppress(asyncpg.UndefinedTableError):  # the engine migrates at start
+                    if await conn.fetchval("SELECT count(*) FROM decisions WHERE account = 'warm'"):
+                        first = time.monotonic() - began
+                await asyncio.sleep(0.1)
+            stop.set()
+            summary = await task
+            first_bar = await conn.fetchval("SELECT min(ts_ns) FROM decisions WHERE account = 'warm'")
+            warm_bars = await conn.fetchval(
+                "SELECT count(*) FROM bars WHERE interval_s = 1 AND start_ns < $1 AND start_ns >= $1 - 800 * 10^9",
+                first_bar + 10**9,
+            )
+        finally:
+            await conn.close()
+        return first, summary, warm_bars
+
+    first, summary, warm_bars = asyncio.run(scenario())
+    assert first is not None and first < 30, summary.lines()
+    assert warm_bars >= 20 * 790  # the history came from the venue, not from a recording of ours
+    assert summary.model_failures == 0 and summary.decisions >= 20 and summary.orders > 0
