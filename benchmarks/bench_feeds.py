@@ -19,6 +19,8 @@ import orjson
 from benchmarks.results_file import Figure, write_results
 from engine.feeds.binance import BinanceDecoder
 from engine.feeds.coinbase import CoinbaseDecoder
+from engine.feeds.polygon import PolygonDecoder
+from engine.replay.encoding import synthetic_stream
 from feature_store.sources.recordings import iter_messages
 
 RECORDINGS = Path(
@@ -53,9 +55,20 @@ def main() -> int:
     total = len(cb_lines) + len(bn_lines)
     combined = total / (len(cb_lines) / cb_rate + len(bn_lines) / bn_rate)
     loads = total / (len(cb_lines) / _rate(cb_lines, orjson.loads) + len(bn_lines) / _rate(bn_lines, orjson.loads))
+    # Polygon: frames of the synthetic market in its format (no public recording to replay).
+    stocks, _, _ = synthetic_stream("polygon", 20_000)
+    polygon_rate = _rate(stocks, PolygonDecoder().decode_all)
+    polygon_loads = _rate(stocks, orjson.loads)
     write_results(
         "bench_feeds",
         [
+            Figure(
+                "feed_decode_polygon_msgs_per_s",
+                polygon_rate,
+                "msgs/s",
+                "orjson.loads of the same frames",
+                polygon_loads,
+            ),
             Figure("feed_decode_msgs_per_s", combined, "msgs/s", "target", 500_000),
             Figure("feed_decode_msgs_per_s_vs_orjson", combined, "msgs/s", "orjson.loads of the same lines", loads),
             Figure("feed_decode_coinbase_msgs_per_s", cb_rate, "msgs/s", "target", 500_000),

@@ -4,6 +4,9 @@ Venues and endpoints (each in its documented format and page limit):
 
 * ``binance``: ``GET /api/v3/klines`` (1,000 klines a page) with trade counts and taker-buy
   volume, so that backfilled bars carry everything the engine's own bars do;
+* ``polygon``: ``GET /v2/aggs/ticker/<T>/range/<n>/<timespan>/<from>/<to>`` (50,000
+  aggregates a page) with trade counts and VWAP, the key from ``POLYGON_API_KEY``; stocks
+  have no taker volume, so ``buy_volume`` is half the volume;
 * ``coinbase``: ``GET /products/<id>/candles`` (300 candles a page, granularity 60, 300,
   900, 3600, 21600 or 86400 s). Candles carry no trade count or taker volume: those bars
   are stored with ``trades`` 0, ``buy_volume`` half the volume and ``vwap`` the typical
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -50,7 +54,16 @@ BINANCE_INTERVALS = {
 }  # fmt: skip
 COINBASE_GRANULARITIES = (60, 300, 900, 3600, 21600, 86400)
 COINBASE_REST_URL = "https://api.exchange.coinbase.com"
-VENUES = ("binance", "coinbase")
+POLYGON_REST_URL = "https://api.polygon.io"
+VENUES = ("binance", "coinbase", "polygon")
+
+
+def polygon_span(bar_seconds: int) -> tuple[int, str]:
+    """A bar length as Polygon's ``multiplier`` and ``timespan``."""
+    for unit, seconds in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if bar_seconds % seconds == 0:
+            return bar_seconds // seconds, unit
+    return bar_seconds, "second"
 
 
 class RateLimited(EngineError):
@@ -70,6 +83,7 @@ class BackfillOptions:
     max_requests_per_s: float = 10.0
     retries: int = 8
     timeout_s: float = 15.0
+    api_key: str = field(default="", repr=False)  # Polygon: default POLYGON_API_KEY
 
     def __post_init__(self) -> None:
         if self.venue not in VENUES:
@@ -86,6 +100,8 @@ class BackfillOptions:
                 f"backfill: Coinbase has no {self.bar_seconds} s candles; "
                 f"use one of {', '.join(str(s) for s in COINBASE_GRANULARITIES)}"
             )
+        if self.venue == "polygon" and not (self.api_key or os.environ.get("POLYGON_API_KEY")):
+            raise FeedError("backfill: set POLYGON_API_KEY (the API key) to fetch Polygon aggregates")
         if self.end_ns <= self.start_ns:
             raise FeedError("backfill: the range is empty (end before start)")
         if self.max_requests_per_s <= 0:
@@ -97,8 +113,12 @@ class BackfillOptions:
 
     @property
     def url(self) -> str:
-        default = binance.DEFAULT_REST_URL if self.venue == "binance" else COINBASE_REST_URL
+        default = {"binance": binance.DEFAULT_REST_URL, "coinbase": COINBASE_REST_URL}.get(self.venue, POLYGON_REST_URL)
         return (self.rest_url or default).rstrip("/")
+
+    @property
+    def key(self) -> str:
+        return self.api_key or os.environ.get("POLYGON_API_KEY", "")
 
 
 @dataclass
@@ -149,6 +169,13 @@ def page_request(options: BackfillOptions, symbol: str, start_ns: int, end_ns: i
             "limit": str(limit),
         }
         return f"{options.url}/api/v3/klines", params, limit
+    if options.venue == "polygon":
+        limit = 50_000
+        last = min(end_ns, start_ns + limit * options.interval_ns) - 1
+        multiplier, timespan = polygon_span(options.bar_seconds)
+        path = f"/v2/aggs/ticker/{symbol}/range/{multiplier}/{timespan}/{start_ns // 1_000_000}/{last // 1_000_000}"
+        params = {"adjusted": "true", "sort": "asc", "limit": str(limit), "apiKey": options.key}
+        return f"{options.url}{path}", params, limit
     limit = 300
     last = min(end_ns, start_ns + limit * options.interval_ns) - options.interval_ns
     params = {"granularity": str(options.bar_seconds), "start": _iso(start_ns), "end": _iso(last)}
@@ -163,7 +190,7 @@ def parse_page(venue: str, symbol: str, bar_seconds: int, body: bytes) -> pd.Dat
     """
     try:
         rows = orjson.loads(body)
-        if not isinstance(rows, list):
+        if not isinstance(rows, list) and venue != "polygon":
             raise TypeError(f"expected a list, got {type(rows).__name__}")
         if venue == "binance":
             # [open time ms, open, high, low, close, volume, close time, quote volume, trades,
@@ -173,6 +200,16 @@ def parse_page(venue: str, symbol: str, bar_seconds: int, body: bytes) -> pd.Dat
             quote = np.array([float(r[7]) for r in rows])
             trades = np.array([int(r[8]) for r in rows], dtype=np.int64)
             buy = np.array([float(r[9]) for r in rows])
+        elif venue == "polygon":
+            # {"results": [{"v", "vw", "o", "c", "h", "l", "t" ms, "n"}, ...], "status": "OK" | "DELAYED"}
+            if not isinstance(rows, dict) or rows.get("status") not in ("OK", "DELAYED"):
+                raise TypeError(f"expected an aggregates answer, got {str(rows)[:200]}")
+            rows = rows.get("results") or []
+            start = np.array([int(r["t"]) for r in rows], dtype=np.int64) * 1_000_000
+            o, h, lo, c, v = (np.array([float(r[k]) for r in rows]) for k in ("o", "h", "l", "c", "v"))
+            quote = np.array([float(r.get("vw", "nan")) for r in rows]) * v
+            trades = np.array([int(r.get("n", 0)) for r in rows], dtype=np.int64)
+            buy = v / 2.0
         else:
             # [time s, low, high, open, close, volume], newest first
             rows = sorted(rows, key=lambda r: int(r[0]))
@@ -289,8 +326,9 @@ async def _get(
             wait = delay * random.uniform(0.5, 1.0)
             log.warning("%s: %s; retrying in %.1f s", options.venue, body[:200].decode(errors="replace"), wait)
         else:
+            shown = {k: ("***" if k == "apiKey" else v) for k, v in params.items()}
             raise EngineError(
-                f"{options.venue} refused {url.rsplit('/', 1)[-1]} {params}: HTTP {status} "
+                f"{options.venue} refused {url.rsplit('/', 1)[-1]} {shown}: HTTP {status} "
                 f"{body[:300].decode(errors='replace')}"
             )
         if attempt == options.retries:

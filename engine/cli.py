@@ -35,7 +35,7 @@ from engine.backfill import BackfillOptions, backfill, print_progress
 from engine.backtest import BacktestOptions, backtest
 from engine.config import EngineConfig
 from engine.errors import ConfigError, EngineError
-from engine.feeds import binance, coinbase
+from engine.feeds import binance, coinbase, polygon
 from engine.record import RecordOptions, RecordSummary, record
 from engine.replay.faults import parse_faults
 from engine.replay.market import RecordedTape, SyntheticFeed
@@ -81,7 +81,10 @@ def _symbols(text: str) -> list[str]:
 
 def _stream_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument(
-        "--venue", action="append", choices=["coinbase", "binance"], help="venue (repeatable; default coinbase)"
+        "--venue",
+        action="append",
+        choices=["coinbase", "binance", "polygon"],
+        help="venue (repeatable; default coinbase; polygon needs POLYGON_API_KEY)",
     )
     rec.add_argument("--symbols", type=_symbols, default=[], help="comma-separated BASE-QUOTE symbols")
     rec.add_argument(
@@ -102,6 +105,8 @@ def _stream_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument("--coinbase-url", default=coinbase.DEFAULT_URL)
     rec.add_argument("--binance-url", default=binance.DEFAULT_URL)
     rec.add_argument("--binance-rest-url", default=binance.DEFAULT_REST_URL)
+    rec.add_argument("--polygon-url", default=polygon.DEFAULT_URL, help="Polygon stocks WebSocket")
+    rec.add_argument("--polygon-rest-url", default=polygon.DEFAULT_REST_URL, help="Polygon REST (aggregates)")
     rec.add_argument("--duration", type=_positive_float, default=None, help="seconds to record (default: until Ctrl-C)")
     rec.add_argument(
         "--bar-seconds", type=int, default=None, help="bar length in seconds (default RRR_BAR_SECONDS or 60)"
@@ -331,6 +336,8 @@ def _record_options(args: argparse.Namespace, settings: FeatureStoreSettings) ->
         coinbase_url=args.coinbase_url,
         binance_url=args.binance_url,
         binance_rest_url=args.binance_rest_url,
+        polygon_url=args.polygon_url,
+        polygon_rest_url=args.polygon_rest_url,
         replay_symbols=args.replay,
         trades_per_s=args.trades_per_s or 2.0,
         speed=args.speed,

@@ -36,10 +36,11 @@ from engine.backfill import BINANCE_INTERVALS, COINBASE_GRANULARITIES, BackfillO
 from engine.config import BarInterval
 from engine.dataplane import DataPlane
 from engine.errors import EngineError, ServiceUnreachableError
-from engine.feeds import binance, coinbase
+from engine.feeds import binance, coinbase, polygon
 from engine.feeds.client import FeedClient, FeedSink, make_feed
 from engine.metrics import EngineCollector, MetricsServer
 from engine.recorder import Recorder
+from engine.replay import polygon as replay_polygon
 from engine.replay.market import SyntheticFeed
 from engine.replay.server import ReplayExchange
 from engine.trading.trader import Trader
@@ -72,6 +73,8 @@ class RecordOptions:
     binance_url: str = binance.DEFAULT_URL
     binance_rest_url: str = binance.DEFAULT_REST_URL
     coinbase_rest_url: str = ""
+    polygon_url: str = polygon.DEFAULT_URL
+    polygon_rest_url: str = polygon.DEFAULT_REST_URL
     replay_symbols: int = 0
     trades_per_s: float = 2.0
     speed: float = 1.0
@@ -146,7 +149,10 @@ class VenueFeeds:
             "binance": options.binance_url,
             "rest": options.binance_rest_url,
             "coinbase_rest": options.coinbase_rest_url,
+            "polygon": options.polygon_url,
+            "polygon_rest": options.polygon_rest_url,
         }
+        self.api_key: str | None = None  # Polygon: None reads POLYGON_API_KEY
         self.exchange: ReplayExchange | None = None
         self.feeds: list[FeedClient] = []
 
@@ -159,8 +165,12 @@ class VenueFeeds:
             ).start()
             rest = self.exchange.rest_url
             self.urls = {"coinbase": self.exchange.coinbase_url, "binance": self.exchange.binance_url,
-                         "rest": rest, "coinbase_rest": rest}  # fmt: skip
+                         "rest": rest, "coinbase_rest": rest, "polygon": self.exchange.binance_url + "/stocks",
+                         "polygon_rest": rest}  # fmt: skip
             self.symbols = list(market.symbols)
+            if "polygon" in options.venues:  # stocks trade under their tickers
+                self.symbols = [replay_polygon.ticker(s) for s in market.symbols]
+                self.api_key = self.exchange.polygon_key
         if not self.symbols:
             raise EngineError("name the symbols to stream (--symbols) or start a replay (--replay N)")
         return self
@@ -168,6 +178,8 @@ class VenueFeeds:
     def history(self, interval: BarInterval) -> tuple[str, str] | None:
         """The venue and REST URL to backfill ``interval`` bars from (None: no venue has them)."""
         venue = self.options.venues[0]
+        if venue == "polygon":
+            return "polygon", self.urls["polygon_rest"]
         if self.exchange is not None:  # the replay exchange serves klines of any length
             return "binance", self.exchange.rest_url
         if venue == "binance" and interval.seconds in BINANCE_INTERVALS:
@@ -178,9 +190,12 @@ class VenueFeeds:
 
     def tasks(self, sink: FeedSink, plane: DataPlane) -> list[Coroutine[Any, Any, None]]:
         self.feeds = [
-            make_feed(v, self.symbols, sink, url=self.urls[v], rest_url=self.urls["rest"], books=self.options.books)
+            make_feed(
+                v, self.symbols, sink, url=self.urls[v], rest_url=self.urls["rest"], books=self.options.books,
+                **({"api_key": self.api_key} if v == "polygon" else {}),
+            )
             for v in self.options.venues
-        ]
+        ]  # fmt: skip
         return [feed.run() for feed in self.feeds]
 
     def stop(self) -> None:
@@ -314,10 +329,11 @@ async def warm_start(
     if history is not None:
         venue, url = history
         began = time.monotonic()
-        summary = await backfill(
-            BackfillOptions(venue, tuple(source.symbols), start, now_interval, interval.seconds, rest_url=url),
-            pool,
-        )
+        options = BackfillOptions(
+            venue, tuple(source.symbols), start, now_interval, interval.seconds, rest_url=url,
+            api_key=source.api_key or "",
+        )  # fmt: skip
+        summary = await backfill(options, pool)
         log.warning(
             "warm start: %d bars backfilled from %s in %.1f s (%d already stored)",
             summary.bars_stored, venue, time.monotonic() - began, summary.bars_already_stored,

@@ -19,7 +19,18 @@ from typing import Any
 import orjson
 
 from engine.errors import DecodeError, decode_reason
-from engine.feeds.decoding import NumberCache, epoch_ms, level_list, non_negative, positive, symbol_text, venue_id
+from engine.feeds.decoding import (
+    MAX_ID,
+    MAX_TS_NS,
+    MIN_TS_NS,
+    NumberCache,
+    epoch_ms,
+    level_list,
+    non_negative,
+    positive,
+    symbol_text,
+    venue_id,
+)
 from engine.feeds.records import BookUpdate, Event, Quote, Subscribed, VenueError
 from feature_store.records import Trade
 
@@ -30,6 +41,7 @@ DEFAULT_URL = "wss://stream.binance.com:9443"
 DEFAULT_REST_URL = "https://api.binance.com"
 STREAMS = ("aggTrade", "bookTicker", "depth@100ms")
 MAX_DIFF_SPAN = 1_000_000  # update ids one depth diff may cover (real ones cover hundreds)
+_MIN_MS, _MAX_MS = MIN_TS_NS // 1_000_000, MAX_TS_NS // 1_000_000
 
 
 def venue_symbol(symbol: str) -> str:
@@ -75,13 +87,19 @@ class BinanceDecoder:
                 data = msg
             kind = data.get("e")
             if kind == "depthUpdate":
-                first, last = venue_id(data["U"]), venue_id(data["u"])
-                if not first <= last <= first + MAX_DIFF_SPAN:
+                first, last, ms, name = data["U"], data["u"], data["E"], data["s"]
+                # The checks of venue_id, epoch_ms and symbol, inline for the common case.
+                if type(first) is not int or type(last) is not int:
+                    first, last = venue_id(first), venue_id(last)
+                if not 0 <= first <= last <= first + MAX_DIFF_SPAN or last > MAX_ID:
                     raise ValueError(f"depth update ids U={first} u={last} are not a plausible range")
+                if type(ms) is not int or not _MIN_MS <= ms < _MAX_MS:
+                    epoch_ms(ms)  # raises, naming what is wrong
+                symbol = self._names.get(name) if type(name) is str else None
                 return BookUpdate(
                     VENUE,
-                    self.symbol(data["s"]),
-                    epoch_ms(data["E"]),
+                    symbol if symbol is not None else self.symbol(name),
+                    ms * 1_000_000,
                     self._numbers.levels(data["b"]),
                     self._numbers.levels(data["a"]),
                     False,
@@ -92,14 +110,20 @@ class BinanceDecoder:
                 maker = data["m"]
                 if type(maker) is not bool:
                     raise TypeError(f"m must be true or false, got {maker!r}")
+                ms, name, number = data["T"], data["s"], data["a"] if kind == "aggTrade" else data["t"]
+                if type(ms) is not int or not _MIN_MS <= ms < _MAX_MS:
+                    epoch_ms(ms)  # raises, naming what is wrong
+                if type(number) is not int or not 0 <= number <= MAX_ID:
+                    number = venue_id(number)
+                symbol = self._names.get(name) if type(name) is str else None
                 return Trade(
                     VENUE,
-                    self.symbol(data["s"]),
-                    epoch_ms(data["T"]),
+                    symbol if symbol is not None else self.symbol(name),
+                    ms * 1_000_000,
                     positive(data["p"]),
                     positive(data["q"]),
                     "sell" if maker else "buy",
-                    str(venue_id(data["a"] if kind == "aggTrade" else data["t"])),
+                    str(number),
                 )
             if kind is None:
                 return self._other(data)

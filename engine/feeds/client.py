@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -43,12 +44,21 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from engine.errors import DecodeError, FeedError
-from engine.feeds import binance, coinbase
+from engine.feeds import binance, coinbase, polygon
 from engine.feeds.book import OrderBook
-from engine.feeds.records import BookUpdate, Heartbeat, Quote, Subscribed, VenueError
+from engine.feeds.records import Aggregate, BookUpdate, Heartbeat, Quote, Status, Subscribed, VenueError
 from feature_store.records import Trade
 
-__all__ = ["BinanceFeed", "CoinbaseFeed", "FeedClient", "FeedSink", "FeedStats", "NullSink", "make_feed"]
+__all__ = [
+    "BinanceFeed",
+    "CoinbaseFeed",
+    "FeedClient",
+    "FeedSink",
+    "FeedStats",
+    "NullSink",
+    "PolygonFeed",
+    "make_feed",
+]
 
 log = logging.getLogger("engine.feeds")
 
@@ -109,6 +119,7 @@ class FeedStats:
     reconnects: int = 0
     stale: int = 0
     venue_errors: int = 0
+    aggregates: int = 0
     last_error: str = ""
     connected: bool = False
     dropped: dict[str, int] = field(default_factory=dict)  # messages dropped, by reason
@@ -152,6 +163,10 @@ class FeedClient:
     """
 
     venue = "?"
+    # Trade ids count every trade (a jump is a gap) and a trade not seen this far behind the
+    # last one is a late one; venues whose ids are only ordered (Polygon) say otherwise.
+    gap_free_ids = True
+    late_window = _TRACKED_GAP
 
     def __init__(
         self,
@@ -295,8 +310,12 @@ class FeedClient:
         if record is None:
             stats.ignored += 1
             return
+        self._route(record)
+
+    def _route(self, record: Any) -> None:
+        stats = self.stats
         kind = type(record)
-        if kind is Trade or kind is BookUpdate or kind is Quote or kind is Heartbeat:
+        if kind is Trade or kind is BookUpdate or kind is Quote or kind is Heartbeat or kind is Aggregate:
             if record.symbol not in self.synced:
                 self._drop("unknown_symbol", f"{record.symbol[:64]!r} is not subscribed")
                 return
@@ -324,6 +343,11 @@ class FeedClient:
             if record.symbol not in self._last_trade:
                 self._last_trade[record.symbol] = record.last_trade_id
             self.sink.on_time(self.venue, record.ts_ns)
+        elif kind is Aggregate:
+            stats.aggregates += 1
+            self.sink.on_time(self.venue, record.end_ns)
+        elif kind is Status:
+            self._on_status(record)
         elif kind is Subscribed:
             log.info("%s: subscribed %s", self.venue, record.channels)
         elif kind is VenueError:
@@ -342,6 +366,9 @@ class FeedClient:
 
     def _on_quote(self, quote: Quote) -> None:
         self.sink.on_quote(quote)
+
+    def _on_status(self, status: Status) -> None:
+        log.info("%s: status %s: %s", self.venue, status.status, status.message)
 
     def _reset_trade_ids(self) -> None:
         # A new connection may come from another server of the venue: ids start over.
@@ -364,7 +391,7 @@ class FeedClient:
             if last is not None:
                 if number <= last:
                     behind = last - number
-                    if behind <= _TRACKED_GAP:
+                    if behind <= self.late_window:
                         # Not seen, within the ids remembered: a trade that came late, not a repeat.
                         stats.late_trades += 1
                         if stats.missing_trades > 0:
@@ -390,13 +417,12 @@ class FeedClient:
                         return
                     self._suspect.pop(symbol, None)  # confirmed: the venue's ids moved on
                     seen.clear()
-                elif number > last + 1:
+                elif number > last + 1 and self.gap_free_ids:
                     stats.trade_gaps += 1
                     stats.missing_trades += number - last - 1
             seen.add(number)
-            if len(seen) > 2 * _TRACKED_GAP:
-                floor = number - _TRACKED_GAP
-                self._seen[symbol] = {n for n in seen if n >= floor}
+            if len(seen) > 2 * _TRACKED_GAP:  # keep the latest ids
+                self._seen[symbol] = set(sorted(seen)[-_TRACKED_GAP:])
             if last is None or number > last:
                 self._last_trade[symbol] = number
         stats.trades += 1
@@ -687,10 +713,117 @@ class BinanceFeed(FeedClient):
         return True
 
 
+class PolygonFeed(FeedClient):
+    """Polygon (now Massive) stocks: trades, quotes and minute aggregates of US equities.
+
+    Each connection authenticates with the key (``POLYGON_API_KEY`` by default), subscribes
+    ``T.``, ``Q.`` and ``AM.`` of every symbol once ``auth_success`` comes, and after any
+    reconnect does both again. ``auth_failed`` stops the feed with an error (a wrong key does
+    not fix itself); ``max_connections`` waits the longest backoff before trying again
+    (another client holds the key's connection); ``force_disconnect`` and ``slow_consumer``
+    reconnect. Sequence numbers order trades and find repeats; they are not gap-free.
+
+    Args:
+        api_key: the key (default: the ``POLYGON_API_KEY`` environment variable).
+        topics: the event types to subscribe.
+    """
+
+    venue = polygon.VENUE
+    gap_free_ids = False
+    late_window = MAX_ID_JUMP
+
+    def __init__(
+        self,
+        symbols: list[str],
+        sink: FeedSink,
+        *,
+        api_key: str | None = None,
+        topics: tuple[str, ...] = polygon.TOPICS,
+        **kw: Any,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("POLYGON_API_KEY", "")
+        if not key:
+            raise FeedError("polygon: set POLYGON_API_KEY (the API key) to stream Polygon")
+        self._key = key
+        self.topics = topics
+        super().__init__(symbols, sink, **kw)
+        self._polygon = polygon.PolygonDecoder()
+        self.authenticated = False
+        self.auth_error: str | None = None
+
+    def _decoder(self) -> Any:
+        return self  # frames hold many events: handle() decodes them itself
+
+    def decode(self, payload: bytes) -> None:  # pragma: no cover - never called
+        raise NotImplementedError
+
+    def handle(self, payload: bytes) -> None:
+        stats = self.stats
+        stats.messages += 1
+        if len(payload) > self.max_message_bytes:
+            self._drop("too_large", f"{len(payload)} bytes, over the {self.max_message_bytes} allowed")
+            return
+        try:
+            records, errors, ignored = self._polygon.decode_all(payload)
+        except DecodeError as exc:
+            self._drop(exc.reason, str(exc))
+            return
+        for error in errors:
+            self._drop(error.reason, str(error))
+        stats.ignored += ignored
+        for record in records:
+            self._route(record)
+
+    async def _on_open(self, ws: ClientConnection) -> None:
+        self.authenticated = False
+        await ws.send(polygon.auth_message(self._key))
+
+    def _on_status(self, status: Status) -> None:
+        kind = status.status
+        if kind == "auth_success":
+            self.authenticated = True
+            self._outbox.append(polygon.subscribe_message(self.symbols, self.topics))
+            log.info("polygon: authenticated; subscribing %d symbols", len(self.symbols))
+        elif kind in ("auth_failed", "auth_timeout"):
+            self.auth_error = f"polygon: {kind}: {status.message}"
+            self.stats.venue_errors += 1
+            self.stats.last_error = self.auth_error
+            self.stop()
+        elif kind in ("max_connections", "force_disconnect", "slow_consumer"):
+            self.stats.venue_errors += 1
+            self.stats.last_error = f"{kind}: {status.message}"
+            log.warning("polygon: %s (%s); the server closes the connection", kind, status.message)
+            if kind == "max_connections":
+                self._backoff.attempt = 64  # the longest wait: another client holds the connection
+            elif kind == "slow_consumer":
+                log.warning("polygon: this client reads more slowly than the server sends; subscribe fewer symbols")
+        elif kind == "error":
+            self.stats.venue_errors += 1
+            self.stats.last_error = status.message
+            log.warning("polygon: error: %s", status.message)
+        else:
+            log.info("polygon: %s: %s", kind, status.message)
+
+    async def run(self) -> None:
+        """Stream until stopped; raises :class:`FeedError` if the key is refused."""
+        await super().run()
+        if self.auth_error is not None:
+            raise FeedError(f"{self.auth_error} (check POLYGON_API_KEY)")
+
+    def _on_book_update(self, update: BookUpdate) -> None:
+        self.stats.ignored += 1  # no book channel on this venue
+
+    def _resync(self, symbol: str) -> None:
+        return None
+
+
 def make_feed(venue: str, symbols: list[str], sink: FeedSink, *, url: str, rest_url: str = "", **kw: Any) -> FeedClient:
-    """A feed client for ``venue`` (``coinbase`` or ``binance``)."""
+    """A feed client for ``venue`` (``coinbase``, ``binance`` or ``polygon``)."""
     if venue == coinbase.VENUE:
         return CoinbaseFeed(symbols, sink, url=url, **kw)
     if venue == binance.VENUE:
         return BinanceFeed(symbols, sink, url=url, rest_url=rest_url or binance.DEFAULT_REST_URL, **kw)
-    raise FeedError(f"unknown venue {venue!r}; known: coinbase, binance")
+    if venue == polygon.VENUE:
+        kw.pop("books", None)
+        return PolygonFeed(symbols, sink, url=url, books=False, **kw)
+    raise FeedError(f"unknown venue {venue!r}; known: coinbase, binance, polygon")

@@ -37,17 +37,19 @@ import orjson
 from engine.errors import DecodeError
 from engine.feeds import binance
 from engine.feeds.book import OrderBook
-from engine.feeds.client import BinanceFeed, CoinbaseFeed, FeedClient
+from engine.feeds.client import BinanceFeed, CoinbaseFeed, FeedClient, PolygonFeed
 from engine.feeds.decoding import MAX_TS_NS, MIN_TS_NS
+from engine.feeds.polygon import PolygonDecoder
 from engine.feeds.records import Quote
 from feature_store.records import Trade
 
 __all__ = ["FuzzReport", "fuzz", "mutate", "seed_corpus"]
 
-VENUES = ("coinbase", "binance")
+VENUES = ("coinbase", "binance", "polygon")
 RECORDINGS = {
     "coinbase": ("coinbase_exchange_ws_2021-04-17.cryptofeed.txt", None),
     "binance": ("binance_spot_ws_2021-10-12.cryptofeed.txt", "binance_spot_rest_depth_2021-10-12.cryptofeed.txt"),
+    "polygon": (None, None),  # no recording: the synthetic stream in Polygon's format
 }
 
 _WEIRD: tuple[Any, ...] = (
@@ -126,8 +128,8 @@ def seed_corpus(venue: str, recordings_dir: Path | None = None, synthetic: int =
     from engine.replay.encoding import synthetic_stream  # the replay exchange's own messages
 
     messages, symbols, snapshots, sources = [], set(), {}, []
-    if recordings_dir is not None:
-        ws_name, rest_name = RECORDINGS[venue]
+    ws_name, rest_name = RECORDINGS[venue]
+    if recordings_dir is not None and ws_name is not None:
         path = recordings_dir / ws_name
         if path.is_file():
             from engine.replay.market import RecordedTape
@@ -166,6 +168,8 @@ def _symbols_of(venue: str, payload: bytes) -> set[str]:
     if venue == "coinbase":
         product = msg.get("product_id")
         return {product} if isinstance(product, str) else set()
+    if venue == "polygon":
+        return set()  # the synthetic stream names its tickers
     data = msg.get("data", msg)
     name = data.get("s") if isinstance(data, dict) else None
     return {_engine_symbol(venue, name)} if isinstance(name, str) else set()
@@ -254,11 +258,11 @@ def mutate(payload: bytes, rng: random.Random, symbols: list[str]) -> bytes:
             del parent[key]
         else:
             parent.pop(key)
-    elif op < 0.35 and name in ("time", "E", "T"):
+    elif op < 0.35 and name in ("time", "E", "T", "t", "s", "e"):
         parent[key] = rng.choice(_TIMES)
-    elif op < 0.45 and name in ("product_id", "s", "product_ids"):
+    elif op < 0.45 and name in ("product_id", "s", "product_ids", "sym"):
         parent[key] = rng.choice([*_WEIRD[:6], "ZZZ-USD", "zzzusdt", symbols[0].lower(), symbols[0] + "\u0000"])
-    elif op < 0.6 and name in ("trade_id", "last_trade_id", "a", "t", "U", "u", "lastUpdateId", "sequence"):
+    elif op < 0.6 and name in ("trade_id", "last_trade_id", "a", "t", "U", "u", "lastUpdateId", "sequence", "q"):
         base = parent[key] if isinstance(parent[key], int) else 0
         parent[key] = rng.choice([2**62, 2**63 - 1, 2**63, -1, 0, base + 10**9, base - 10**9, base + 1, str(base)])
     elif op < 0.75:  # numbers scaled, negated or made special
@@ -323,6 +327,8 @@ class _OfflineBinance(BinanceFeed):
 def _client(corpus: Corpus, rng: random.Random, mutate_share: float, sink: CheckingSink) -> FeedClient:
     if corpus.venue == "coinbase":
         return CoinbaseFeed(corpus.symbols, sink, url="ws://127.0.0.1:1", max_ahead_s=None)
+    if corpus.venue == "polygon":
+        return PolygonFeed(corpus.symbols, sink, url="ws://127.0.0.1:1", api_key="fuzz", max_ahead_s=None)
     return _OfflineBinance(corpus, rng, mutate_share, sink)
 
 
@@ -401,7 +407,10 @@ async def _run(
 ) -> FuzzReport:
     client = _client(corpus, rng, mutate_share, sink)
     messages, n = corpus.messages, len(corpus.messages)
-    decoder = _client(corpus, random.Random(0), 0.0, CheckingSink(corpus.symbols))._decode
+    if corpus.venue == "polygon":
+        decoder: Any = _first_of(PolygonDecoder())
+    else:
+        decoder = _client(corpus, random.Random(0), 0.0, CheckingSink(corpus.symbols))._decode
     trade_of = [_trade_key(decoder, m) for m in messages]
     began = time.perf_counter()
     position = 0
@@ -443,6 +452,14 @@ async def _run(
     report.dropped = dict(client.stats.dropped)
     await asyncio.sleep(0)
     return report
+
+
+def _first_of(decoder: PolygonDecoder) -> Any:
+    def decode(payload: bytes) -> Any:
+        records = decoder.decode_all(payload)[0]
+        return next((r for r in records if type(r) is Trade), None)
+
+    return decode
 
 
 def _trade_key(decode: Any, payload: bytes) -> tuple[str, str] | None:

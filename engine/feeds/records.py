@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["BookUpdate", "Event", "Heartbeat", "Quote", "Subscribed", "VenueError"]
+__all__ = ["Aggregate", "BookUpdate", "Event", "Heartbeat", "Quote", "Status", "Subscribed", "VenueError"]
 
 Level = tuple[float, float]
 
@@ -78,5 +78,35 @@ class VenueError:
     message: str
 
 
+@dataclass(slots=True)
+class Status:
+    """A venue's status message about the connection (Polygon: ``connected``, ``auth_success``,
+    ``auth_failed``, ``success``, ``max_connections``, ``force_disconnect``, ``slow_consumer``...)."""
+
+    venue: str
+    status: str
+    message: str
+
+
+@dataclass(slots=True)
+class Aggregate:
+    """A venue's own bar of one symbol over ``[start_ns, end_ns)`` (Polygon ``A``/``AM``)."""
+
+    venue: str
+    symbol: str
+    start_ns: int
+    end_ns: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float
+
+    @property
+    def ts_ns(self) -> int:
+        return self.end_ns
+
+
 # A decoder returns one of these, a Trade, or None for a message it ignores.
-Event = BookUpdate | Quote | Heartbeat | Subscribed | VenueError
+Event = BookUpdate | Quote | Heartbeat | Subscribed | VenueError | Status | Aggregate

@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 
 from engine.feeds.binance import venue_symbol
+from engine.replay import polygon
 from engine.replay.market import MarketEvent, SyntheticFeed, VenueBook
+from feature_store.records import Bar
 
 __all__ = [
     "binance_book_ticker",
@@ -144,6 +146,12 @@ def synthetic_stream(
                     beat = {"type": "heartbeat", "sequence": 0, "last_trade_id": event.trade_id,
                             "product_id": event.symbol, "time": iso_time(stamp)}  # fmt: skip
                     out.append(orjson.dumps(beat))
+            elif venue == "polygon":
+                out.append(orjson.dumps([polygon.trade_event(event, stamp), polygon.quote_event(event, stamp)]))
+                if event.trade_id % 30 == 0:
+                    bar = Bar(event.symbol, stamp // 60_000_000_000 * 60_000_000_000, 60, event.price, event.price,
+                              event.price, event.price, event.size, 0.0, event.price, 1)  # fmt: skip
+                    out.append(orjson.dumps([polygon.aggregate_event("AM", bar, event.size)]))
             else:
                 lower = venue_symbol(event.symbol).lower()
                 out.append(binance_trade(event, stamp, f"{lower}@aggTrade"))
@@ -154,4 +162,5 @@ def synthetic_stream(
         for symbol in feed.symbols:
             bids, asks = feed.books[symbol].snapshot(1000)
             snapshots[symbol] = orjson.dumps({"lastUpdateId": feed.books[symbol].update_id, "bids": bids, "asks": asks})
-    return out[:count], list(feed.symbols), snapshots
+    names = [polygon.ticker(s) for s in feed.symbols] if venue == "polygon" else list(feed.symbols)
+    return out[:count], names, snapshots

@@ -37,6 +37,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -44,6 +45,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from engine.feeds.binance import venue_symbol
+from engine.replay import polygon
 from engine.replay.encoding import (
     binance_book_ticker,
     binance_depth,
@@ -55,6 +57,7 @@ from engine.replay.encoding import (
 )
 from engine.replay.faults import Fault, parse_faults
 from engine.replay.market import MarketEvent, RecordedTape, SyntheticFeed, VenueBook
+from feature_store.features.calendars import session_calendar
 from feature_store.records import NS_PER_S, Bar
 
 __all__ = ["ReplayExchange"]
@@ -62,6 +65,7 @@ __all__ = ["ReplayExchange"]
 log = logging.getLogger("engine.replay")
 
 _CLOSE = object()  # queue marker: close the connection
+_CLOSE_NORMAL = object()  # queue marker: close it after what was queued before (a status)
 
 
 @dataclass(eq=False)
@@ -74,6 +78,7 @@ class _Conn:
     streams: set[str] = field(default_factory=set)
     sent: Counter[str] = field(default_factory=Counter)
     held: tuple[bytes, str] | None = None
+    authenticated: bool = False
 
 
 class ReplayExchange:
@@ -91,6 +96,10 @@ class ReplayExchange:
         history_bars: bars of history before the start served by the klines and candles
             endpoints (per bar length asked).
         rest_limit: REST requests answered per second (None: no limit); the rest get 429.
+        polygon_key: the one API key the Polygon protocol accepts.
+        polygon_max_connections: authenticated Polygon connections allowed per key.
+        calendar: a session calendar (``XNYS``) outside whose sessions the Polygon stream
+            sends nothing (None: always open).
     """
 
     def __init__(
@@ -108,6 +117,9 @@ class ReplayExchange:
         market_clock: bool = False,
         history_bars: int = 1000,
         rest_limit: int | None = None,
+        polygon_key: str = "test-key",
+        polygon_max_connections: int = 1,
+        calendar: str | None = None,
     ) -> None:
         if speed < 0:
             raise ValueError(f"speed must be >= 0, got {speed}")
@@ -134,6 +146,10 @@ class ReplayExchange:
         else:
             self._venue_names = {}
         self.history_bars = history_bars
+        self.polygon_key = polygon_key
+        self.polygon_max_connections = polygon_max_connections
+        self.calendar = calendar
+        self._tickers = {polygon.ticker(s): s for s in synthetic.symbols} if synthetic is not None else {}
         self.rest_limit = rest_limit
         self._rest_times: list[float] = []
         self._history: dict[int, dict[str, list[Bar]]] = {}
@@ -238,6 +254,10 @@ class ReplayExchange:
         if parts.path == "/api/v3/klines":
             self.stats["rest_klines"] += 1
             status, body = await self._klines(parse_qs(parts.query))
+            return _json_response(connection, status, body)
+        if parts.path.startswith("/v2/aggs/ticker/"):
+            self.stats["rest_aggs"] += 1
+            status, body = await self._aggs(parts.path, parse_qs(parts.query))
             return _json_response(connection, status, body)
         if parts.path.startswith("/products/") and parts.path.endswith("/candles"):
             self.stats["rest_candles"] += 1
@@ -365,6 +385,21 @@ class ReplayExchange:
             for b in bars[:limit]
         ]  # fmt: skip
 
+    async def _aggs(self, path: str, query: dict[str, list[str]]) -> tuple[HTTPStatus, Any]:
+        if (query.get("apiKey") or [""])[0] != self.polygon_key:
+            return HTTPStatus.UNAUTHORIZED, {"status": "ERROR", "request_id": "replay", "error": "Unknown API Key"}
+        asked = polygon.parse_range(path)
+        if asked is None or asked[2] not in polygon.TIMESPANS or asked[1] < 1:
+            return HTTPStatus.BAD_REQUEST, {"status": "ERROR", "request_id": "replay", "error": "Invalid range"}
+        name, multiplier, timespan, lo, hi = asked
+        symbol = self._tickers.get(name)
+        if symbol is None:
+            return HTTPStatus.OK, {"ticker": name, "queryCount": 0, "resultsCount": 0, "adjusted": True,
+                                   "results": [], "status": "OK", "request_id": "replay", "count": 0}  # fmt: skip
+        interval_s = multiplier * polygon.TIMESPANS[timespan]
+        bars = [b for b in await self.bars(symbol, interval_s, lo, hi + 1) if self._polygon_open(b.start_ns)]
+        return HTTPStatus.OK, polygon.aggs_body(bars, name, multiplier, timespan, lo, hi, query, self.rest_url)
+
     async def _candles(self, product: str, query: dict[str, list[str]]) -> tuple[HTTPStatus, Any]:
         if self.synthetic is None or product not in self.synthetic.symbols:
             return HTTPStatus.NOT_FOUND, {"message": "NotFound"}
@@ -389,7 +424,11 @@ class ReplayExchange:
         assert ws.request is not None
         parts = urlsplit(ws.request.path)
         venue = "binance" if parts.path.startswith("/stream") or parts.path.startswith("/ws") else "coinbase"
+        if parts.path.rstrip("/") in ("/stocks", "/delayed/stocks"):
+            venue = "polygon"
         conn = _Conn(ws, venue)
+        if venue == "polygon":
+            conn.queue.put_nowait((polygon.status("connected", "Connected Successfully"), ""))
         if venue == "binance":
             streams = parse_qs(parts.query).get("streams", [""])[0]
             conn.streams = set(filter(None, streams.split("/")))
@@ -403,7 +442,10 @@ class ReplayExchange:
             if venue == "binance" and self.binance_tape is not None:
                 tape = asyncio.create_task(self._play_binance_tape(conn, self.binance_tape))
             async for message in ws:
-                if venue == "coinbase":
+                if venue == "polygon":
+                    if not self._polygon_request(conn, message):
+                        break
+                elif venue == "coinbase":
                     started = self._coinbase_request(conn, message)
                     if started and self.coinbase_tape is not None and tape is None:
                         tape = asyncio.create_task(self._play_coinbase_tape(conn, self.coinbase_tape))
@@ -419,6 +461,44 @@ class ReplayExchange:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             self._drained.set()
+
+    def _polygon_request(self, conn: _Conn, message: str | bytes) -> bool:
+        """Answer one Polygon client message; False when the connection must close."""
+        action, topics, replies = polygon.polygon_request(message, self.polygon_key, conn.authenticated)
+        if action == "auth_ok":
+            held = sum(1 for c in self._conns if c.venue == "polygon" and c.authenticated)
+            if held >= self.polygon_max_connections:
+                self.stats["polygon_max_connections"] += 1
+                message_text = "Maximum number of websocket connections exceeded."
+                conn.queue.put_nowait((polygon.status("max_connections", message_text), ""))
+                conn.queue.put_nowait((_CLOSE_NORMAL, ""))
+                return True
+            conn.authenticated = True
+        for reply in replies:
+            conn.queue.put_nowait((reply, ""))
+        if action == "auth_failed":
+            self.stats["polygon_auth_failed"] += 1
+            conn.queue.put_nowait((_CLOSE_NORMAL, ""))
+        elif action == "subscribe":
+            conn.products.update(topics)
+        elif action == "unsubscribe":
+            conn.products.difference_update(topics)
+        return True
+
+    def polygon_disconnect(self, kind: str) -> None:
+        """Send every Polygon connection the status ``kind`` (``force_disconnect``,
+        ``slow_consumer``...) and close it, as the venue does."""
+        for conn in list(self._conns):
+            if conn.venue == "polygon":
+                conn.queue.put_nowait((polygon.status(kind, f"{kind} (replay exchange)"), ""))
+                conn.queue.put_nowait((_CLOSE_NORMAL, ""))
+
+    def _polygon_open(self, stamp: int) -> bool:
+        if self.calendar is None:
+            return True
+        calendar = session_calendar(self.calendar, 60)
+        minute = stamp // (60 * NS_PER_S) * 60 * NS_PER_S
+        return bool(calendar.is_open(np.array([minute], dtype=np.int64))[0])
 
     def _coinbase_request(self, conn: _Conn, message: str | bytes) -> bool:
         try:
@@ -512,6 +592,9 @@ class ReplayExchange:
                 payload, kind = await queue.get()
                 if payload is _CLOSE:
                     await ws.close(1008, "slow consumer")
+                    return
+                if payload is _CLOSE_NORMAL:
+                    await ws.close(1000, "closed by the server")
                     return
                 if kind and self.faults:
                     if not await self._faulted(conn, payload, kind):
@@ -607,7 +690,19 @@ class ReplayExchange:
         assert self.synthetic is not None  # only the synthetic market publishes events
         coinbase: dict[str, bytes] = {}
         binance: dict[str, bytes] = {}
+        stocks: dict[tuple[str, ...], bytes] = {}
         for conn in self._conns:
+            if conn.venue == "polygon":
+                if not conn.authenticated or not self._polygon_open(stamp):
+                    continue
+                name = polygon.ticker(event.symbol)
+                kinds = tuple(k for k in ("T", "Q") if f"{k}.{name}" in conn.products or f"{k}.*" in conn.products)
+                if kinds:
+                    if kinds not in stocks:
+                        makers = {"T": polygon.trade_event, "Q": polygon.quote_event}
+                        stocks[kinds] = orjson.dumps([makers[k](event, stamp) for k in kinds])
+                    self._offer(conn, stocks[kinds], "trade")
+                continue
             if conn.venue == "coinbase":
                 if f"matches:{event.symbol}" in conn.products:
                     if "match" not in coinbase:
@@ -644,9 +739,14 @@ class ReplayExchange:
                         self._offer(conn, binance[stream], "quote")
 
     async def _heartbeats(self, feed: SyntheticFeed) -> None:
+        last_minute = time.time_ns() // (60 * NS_PER_S)
         while True:
             await asyncio.sleep(1.0)
-            now = iso_time(time.time_ns())
+            now_ns = time.time_ns()
+            minute = now_ns // (60 * NS_PER_S)
+            self._aggregates(feed, now_ns // NS_PER_S - 1, last_minute if minute > last_minute else None)
+            last_minute = minute
+            now = iso_time(now_ns)
             for conn in list(self._conns):
                 if conn.venue != "coinbase" or "heartbeat" not in conn.channels:
                     continue
@@ -660,6 +760,26 @@ class ReplayExchange:
                             "time": now,
                         }
                         conn.queue.put_nowait((orjson.dumps(message), ""))
+
+    def _aggregates(self, feed: SyntheticFeed, second: int, minute: int | None) -> None:
+        """Polygon ``A`` aggregates of ``second`` and, when a minute ended, ``AM`` of ``minute``."""
+        conns = [c for c in self._conns if c.venue == "polygon" and c.authenticated]
+        if not conns or not self._polygon_open(second * NS_PER_S):
+            return
+        spans = [("A", 1, second * NS_PER_S)]
+        if minute is not None:
+            spans.append(("AM", 60, minute * 60 * NS_PER_S))
+        for symbol in feed.symbols:
+            name = polygon.ticker(symbol)
+            for kind, seconds, start in spans:
+                wanted = [c for c in conns if f"{kind}.{name}" in c.products or f"{kind}.*" in c.products]
+                if not wanted:
+                    continue
+                bars = self._published_bars(symbol, seconds, start, start + seconds * NS_PER_S)
+                if bars:
+                    payload = orjson.dumps([polygon.aggregate_event(kind, bars[0], bars[0].volume)])
+                    for conn in wanted:
+                        self._offer(conn, payload, "quote")
 
     # --- recordings -----------------------------------------------------------------------
 

@@ -160,7 +160,7 @@ def test_a_crossed_snapshot_never_reaches_the_sink_and_a_bogus_book_id_resyncs()
     assert client.fetches == 4
 
 
-@pytest.mark.parametrize("venue", ["coinbase", "binance"])
+@pytest.mark.parametrize("venue", ["coinbase", "binance", "polygon"])
 def test_seeded_fuzz_finds_no_crash_and_loses_no_clean_trade(venue: str, recordings_dir_or_none) -> None:
     report = fuzz(venue, 30_000, seed=11, recordings_dir=recordings_dir_or_none)
     assert report.crashes == 0, report.by_place
