@@ -750,6 +750,7 @@ class PolygonFeed(FeedClient):
         self._polygon = polygon.PolygonDecoder()
         self.authenticated = False
         self.auth_error: str | None = None
+        self.last_status = ""  # the last status the server sent before closing a connection
 
     def _decoder(self) -> Any:
         return self  # frames hold many events: handle() decodes them itself
@@ -790,6 +791,7 @@ class PolygonFeed(FeedClient):
             self.stats.last_error = self.auth_error
             self.stop()
         elif kind in ("max_connections", "force_disconnect", "slow_consumer"):
+            self.last_status = kind
             self.stats.venue_errors += 1
             self.stats.last_error = f"{kind}: {status.message}"
             log.warning("polygon: %s (%s); the server closes the connection", kind, status.message)

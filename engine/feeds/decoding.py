@@ -81,7 +81,7 @@ def venue_id(value: object) -> int:
 def epoch_ms(value: object) -> int:
     """Epoch milliseconds (an integer) to nanoseconds, within 2000..2100."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"a time in milliseconds must be an integer, got {type(value).__name__}")
+        raise DecodeError(f"a time in milliseconds must be an integer, got {type(value).__name__}", "bad_time")
     ns = value * 1_000_000
     if not MIN_TS_NS <= ns < MAX_TS_NS:
         raise DecodeError(f"time {value!r} ms is out of range", "bad_time")
