@@ -41,7 +41,11 @@ log = logging.getLogger("engine.backtest")
 
 @dataclass
 class BacktestOptions:
-    """What ``backtest`` replays: stored trades of ``symbols`` (all by default) in a time range."""
+    """What ``backtest`` replays: stored trades of ``symbols`` (all by default) in a time range.
+
+    ``start_ns`` None replays everything stored as a live run met it (the bar before the first
+    trade is decided at start); a given ``start_ns`` decides from the first bar at or after it.
+    """
 
     symbols: list[str] = field(default_factory=list)
     venue: str | None = None
@@ -90,10 +94,11 @@ async def backtest(
 
     A session of stored trades on a simulated clock with a paper trader. The features go to a
     namespace of the online store of their own (``bt-<account>``), which the model service
-    reads for this account's requests. It warms up and decides its first bar as a live run
-    does. An account that was stopped part-way (a crash) resumes from its last checkpointed
-    bar: the trades before it only warm up the features, and orders and fills continue from
-    the database.
+    reads for this account's requests. It warms up from the stored bars before its first trade;
+    without ``data.start_ns`` it also decides the last of them at once, as a live run does at
+    start (from a given start, decisions begin with the first bar at or after it). An account
+    that was stopped part-way (a crash) resumes from its last checkpointed bar: the trades
+    before it only warm up the features, and orders and fills continue from the database.
 
     Raises:
         EngineError: no stored trades match, or the model service failed.
@@ -165,7 +170,11 @@ async def backtest(
             for ts_ns, mentioned, score in news:
                 plane.add_news(ts_ns, mentioned, score)
         await plane.warm_up(warm_bars, record=False)
-        await plane.decide_warm_up()
+        if data.start_ns is None:
+            # Replaying what was stored as a live run met it: the bar before the first trade is
+            # decided at start, as `engine run` does. From a given start, decisions begin with
+            # the first bar at or after it.
+            await plane.decide_warm_up()
         headline = 0
 
         def before_trade(trade: Trade) -> None:

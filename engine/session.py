@@ -193,6 +193,8 @@ class VenueFeeds:
             make_feed(
                 v, self.symbols, sink, url=self.urls[v], rest_url=self.urls["rest"], books=self.options.books,
                 **({"api_key": self.api_key} if v == "polygon" else {}),
+                # A replay on its market clock stamps trades hours ahead of the wall clock.
+                max_ahead_s=None if self.exchange is not None and self.options.market_clock else 300.0,
             )
             for v in self.options.venues
         ]  # fmt: skip

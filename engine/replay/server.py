@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import orjson
+import pandas as pd
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -57,8 +58,10 @@ from engine.replay.encoding import (
 )
 from engine.replay.faults import Fault, parse_faults
 from engine.replay.market import MarketEvent, RecordedTape, SyntheticFeed, VenueBook
+from feature_store.bars import bars_from_trades
 from feature_store.features.calendars import session_calendar
-from feature_store.records import NS_PER_S, Bar
+from feature_store.records import NS_PER_S, TRADE_COLUMNS, Bar
+from feature_store.sources.recordings import read_recording_trades
 
 __all__ = ["ReplayExchange"]
 
@@ -297,8 +300,11 @@ class ReplayExchange:
 
     async def bars(self, symbol: str, interval_s: int, start_ns: int, end_ns: int) -> list[Bar]:
         """The bars of ``symbol`` starting in ``[start_ns, end_ns)``: simulated history before the
-        start, then the bars of the trades published since (the one in progress included)."""
-        if self.synthetic is None or symbol not in self.synthetic.symbols:
+        start, then the bars of the trades published since (the one in progress included); a
+        replay of recordings serves the bars of the recorded trades, at their recorded times."""
+        if self.synthetic is None:
+            return [b for b in self._tape_bars(symbol, interval_s) if start_ns <= b.start_ns < end_ns]
+        if symbol not in self.synthetic.symbols:
             return []
         interval_ns = interval_s * NS_PER_S
         first_live = -(-self.started_ns // interval_ns) * interval_ns
@@ -309,6 +315,28 @@ class ReplayExchange:
         if end_ns > first_live:
             out += self._published_bars(symbol, interval_s, max(start_ns, first_live), end_ns)
         return out
+
+    def _tape_bars(self, symbol: str, interval_s: int) -> list[Bar]:
+        cached = self._history.get(-interval_s)  # negative keys: bars of the recordings
+        if cached is None:
+            trades = [
+                t
+                for tape in (self.coinbase_tape, self.binance_tape)
+                if tape is not None
+                for t in read_recording_trades(tape.path).trades
+            ]
+            frame = bars_from_trades(pd.DataFrame([asdict(t) for t in trades], columns=list(TRADE_COLUMNS)), interval_s)
+            cached = {}
+            for row in frame.itertuples(index=False):
+                cached.setdefault(row.symbol, []).append(Bar(*row))
+            self._history[-interval_s] = cached
+        return cached.get(symbol, [])
+
+    def _recorded_symbol(self, name: str) -> str | None:
+        """A recording's symbol as a REST request names it (Binance ``NKNUSDT``, Coinbase ``BTC-USD``)."""
+        if self.synthetic is not None:
+            return self._venue_names.get(name)
+        return name if self._tape_bars(name, 60) else None
 
     async def _history_of(self, interval_s: int, end_ns: int) -> dict[str, list[Bar]]:
         async with self._history_lock:
@@ -364,7 +392,7 @@ class ReplayExchange:
     async def _klines(self, query: dict[str, list[str]]) -> tuple[HTTPStatus, Any]:
         name = (query.get("symbol") or [""])[0]
         interval = _BINANCE_INTERVALS.get((query.get("interval") or [""])[0])
-        symbol = self._venue_names.get(name)
+        symbol = self._recorded_symbol(name)
         if symbol is None:
             return HTTPStatus.BAD_REQUEST, {"code": -1121, "msg": "Invalid symbol."}
         if interval is None:
@@ -401,7 +429,8 @@ class ReplayExchange:
         return HTTPStatus.OK, polygon.aggs_body(bars, name, multiplier, timespan, lo, hi, query, self.rest_url)
 
     async def _candles(self, product: str, query: dict[str, list[str]]) -> tuple[HTTPStatus, Any]:
-        if self.synthetic is None or product not in self.synthetic.symbols:
+        known = product in self.synthetic.symbols if self.synthetic is not None else bool(self._tape_bars(product, 60))
+        if not known:
             return HTTPStatus.NOT_FOUND, {"message": "NotFound"}
         try:
             granularity = int((query.get("granularity") or ["60"])[0])

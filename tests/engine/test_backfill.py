@@ -136,3 +136,34 @@ def test_bad_pages_and_bad_options_are_refused_by_name() -> None:
         (4 * MIN, 6 * MIN),
         (7 * MIN, 8 * MIN),
     ]
+
+
+def test_a_replay_of_recordings_serves_the_recorded_trades_as_klines(fresh_database_url: str, recordings_dir) -> None:
+    from engine.replay.market import RecordedTape
+    from feature_store.sources.recordings import read_recording_trades
+
+    path = recordings_dir / "binance_spot_ws_2021-10-12.cryptofeed.txt"
+    trades = read_recording_trades(path).trades
+    first, last = min(t.ts_ns for t in trades), max(t.ts_ns for t in trades)
+
+    async def scenario() -> tuple[BackfillSummary, int]:
+        exchange = await ReplayExchange(binance_tape=RecordedTape(path), speed=0.0).start()
+        pool = await open_pool(fresh_database_url, min_size=1, max_size=2)
+        try:
+            symbols = tuple(sorted({f"{t.symbol[:-4]}-{t.symbol[-4:]}" for t in trades if t.symbol.endswith("USDT")}))
+            options = BackfillOptions("binance", symbols, first // NS_PER_S * NS_PER_S, last + NS_PER_S, 1,
+                                      rest_url=exchange.rest_url)  # fmt: skip
+            summary = await backfill(options, pool)
+            async with pool.acquire() as conn:
+                volume = await conn.fetchval(
+                    "SELECT sum(volume) FROM bars WHERE symbol = ANY($1::text[])", list(symbols)
+                )
+            return summary, volume
+        finally:
+            await pool.close()
+            await exchange.stop()
+
+    summary, volume = asyncio.run(scenario())
+    usdt = [t for t in trades if t.symbol.endswith("USDT")]
+    assert summary.bars_stored == len({(t.symbol, t.ts_ns // NS_PER_S) for t in usdt}) > 0
+    assert volume == pytest.approx(sum(t.size for t in usdt))
