@@ -84,6 +84,7 @@ class BackfillOptions:
     retries: int = 8
     timeout_s: float = 15.0
     api_key: str = field(default="", repr=False)  # Polygon: default POLYGON_API_KEY
+    refetch: bool = False  # fetch the whole range again, replacing what is stored in it
 
     def __post_init__(self) -> None:
         if self.venue not in VENUES:
@@ -374,7 +375,9 @@ async def backfill(
     plan: dict[str, list[tuple[int, int]]] = {}
     total = 0
     for symbol in options.symbols:
-        stored = await _stored_starts(pool, symbol, options.bar_seconds, options.start_ns, end_ns)
+        stored = (
+            [] if options.refetch else await _stored_starts(pool, symbol, options.bar_seconds, options.start_ns, end_ns)
+        )
         summary.bars_already_stored += len(stored)
         plan[symbol] = missing_runs(stored, options.start_ns, end_ns, interval_ns)
         total += sum((b - a) // interval_ns for a, b in plan[symbol])

@@ -331,9 +331,11 @@ async def warm_start(
     if history is not None:
         venue, url = history
         began = time.monotonic()
+        # A local replay's market is new at every start: its history replaces what an earlier
+        # replay stored under the same symbol names.
         options = BackfillOptions(
             venue, tuple(source.symbols), start, now_interval, interval.seconds, rest_url=url,
-            api_key=source.api_key or "",
+            api_key=source.api_key or "", refetch=source.exchange is not None,
         )  # fmt: skip
         summary = await backfill(options, pool)
         log.warning(
