@@ -124,7 +124,7 @@ def synthetic_stream(
     changes, tickers and heartbeats; Binance: trades, depth diffs and book tickers), the
     engine's symbols, and (Binance) each symbol's REST depth body at the end of the stream.
     """
-    feed = SyntheticFeed(symbols, trades_per_s=5.0, seed=seed)
+    feed = SyntheticFeed(symbols, trades_per_s=5.0, seed=seed, first_trade_id=0)
     out: list[bytes] = []
     if venue == "coinbase":
         for symbol in feed.symbols:

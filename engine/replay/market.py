@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -92,6 +93,8 @@ class SyntheticFeed:
         symbols: number of instruments.
         trades_per_s: average trades per symbol per market second.
         books: keep and change a book of ``levels`` levels a side around each trade.
+        first_trade_id: the id before each symbol's first trade (None: the microseconds since
+            the epoch at creation, so that two runs of the exchange never reuse a trade id).
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class SyntheticFeed:
         books: bool = True,
         levels: int = 10,
         round_s: int = 120,
+        first_trade_id: int | None = None,
     ) -> None:
         if symbols < 1:
             raise ValueError(f"symbols must be >= 1, got {symbols}")
@@ -124,7 +128,9 @@ class SyntheticFeed:
         self._first = first
         self._round = 0
         self._scale = np.ones(len(self.symbols))
-        self.trade_ids = [0] * len(self.symbols)
+        base = time.time_ns() // 1000 if first_trade_id is None else first_trade_id
+        self.trade_ids = [base] * len(self.symbols)  # the last id of each symbol
+        self.published = 0  # trades realized so far
         self.books = {s: VenueBook() for s in self.symbols}
         self._ticks: list[Decimal] = []
         self._decimals: list[int] = []
@@ -243,6 +249,7 @@ class SyntheticFeed:
         """
         i = raw.index
         self.trade_ids[i] += 1
+        self.published += 1
         bids, asks = self._move_book(i, raw.price) if self.books_on else ([], [])
         return MarketEvent(
             self.symbols[i], raw.ts_ns, raw.price, raw.size, raw.taker_buys, self.trade_ids[i], bids, asks

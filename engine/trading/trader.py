@@ -328,7 +328,15 @@ class Trader:
         core.submit([o for o in orders if o.client_order_id in new or core.redecided(o)])
 
     async def _refresh_var(self, targets: dict[str, Decimal], start_ns: int) -> None:
-        """The risk model's VaR(99%) of the portfolio the open orders aim at (used at the next bar)."""
+        """The risk model's VaR(99%) of the portfolio the open orders aim at (used at the next bar).
+
+        Live, a failed call leaves the last VaR in force (the breaker and the kill switch guard
+        the rest); a backtest stops with the error, since a stale VaR would make it differ from
+        the run it reproduces.
+
+        Raises:
+            EngineError: the risk model failed in a backtest (no circuit breaker).
+        """
         risk = self.core.risk
         if not targets:
             risk.var99 = Decimal(0)
@@ -337,6 +345,8 @@ class Trader:
             return
         marks = self.core.portfolio.marks
         notional = {s: float(q * marks[s]) for s, q in targets.items() if s in marks}
+        if not notional:  # positions restored after a restart, not marked by a bar yet
+            return
         self.stats.risk_calls += 1
         try:
             response = await self.models.portfolio_risk(
@@ -346,6 +356,8 @@ class Trader:
         except (ServiceUnavailable, RequestRejected, KeyError, TypeError, ValueError) as exc:
             self.stats.risk_failures += 1
             self.stats.last_error = f"portfolio_risk: {exc}"
+            if self.breaker is None:
+                raise EngineError(f"the risk model failed at bar {start_ns}: {exc}") from exc
             return  # the last known VaR stays in force
         if math.isfinite(var99):
             risk.var99 = price_of(abs(var99))

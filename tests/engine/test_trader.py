@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from engine.config import BarInterval
-from engine.errors import ConfigError
+from engine.errors import ConfigError, EngineError
+from engine.trading.breaker import CircuitBreaker
 from engine.trading.core import Forecasts, TradingCore
 from engine.trading.execution import PaperBroker
 from engine.trading.portfolio import Portfolio
 from engine.trading.risk import PreTradeRisk
 from engine.trading.trader import Trader
+from serving.client import ServiceUnavailable
 
 
 class FakeModels:
@@ -85,3 +87,33 @@ def test_a_fixed_strategy_is_never_swapped() -> None:
     before = trader.core.params
     asyncio.run(trader.adopt_strategy("price:v9", {"family": "per_symbol"}, 1))
     assert trader.core.params is before
+
+
+class FailingRisk:
+    """A model service whose risk model is down."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, float]] = []
+
+    async def portfolio_risk(self, notional: dict[str, float], **kw: Any) -> dict[str, Any]:
+        self.calls.append(notional)
+        raise ServiceUnavailable("risk model down")
+
+
+def test_a_backtest_stops_on_a_failed_risk_call_and_an_unmarked_portfolio_is_not_sent() -> None:
+    models = FailingRisk()
+    backtest = _trader(models)  # type: ignore[arg-type]
+    target = {"A-USD": Decimal(2)}
+    asyncio.run(backtest._refresh_var(target, 0))  # restored, not marked by a bar yet: nothing to ask
+    assert models.calls == []
+    backtest.core.portfolio.mark("A-USD", Decimal(100))
+    with pytest.raises(EngineError, match="risk model failed"):
+        asyncio.run(backtest._refresh_var(target, 0))
+    assert models.calls == [{"A-USD": 200.0}]
+
+    core = TradingCore("t", Portfolio(Decimal(100_000)), PaperBroker(), PreTradeRisk())
+    live = Trader(core, None, models, interval=BarInterval(60), grace_ns=0, breaker=CircuitBreaker(3, 5.0))  # type: ignore[arg-type]
+    core.risk.var99 = Decimal(7)
+    core.portfolio.mark("A-USD", Decimal(100))
+    asyncio.run(live._refresh_var(target, 0))  # live: the last VaR stays in force
+    assert core.risk.var99 == Decimal(7) and live.stats.risk_failures == 1
