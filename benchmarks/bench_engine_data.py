@@ -22,7 +22,8 @@ import numpy as np
 from benchmarks.results_file import Figure, write_results
 from engine.config import BarInterval
 from engine.dataplane import DataPlane
-from engine.feeds.client import CoinbaseFeed, NullSink
+from engine.feeds.client import NullSink
+from engine.feeds.venues import CoinbaseFeed
 from engine.replay.market import SyntheticFeed
 from feature_store.features.catalog import FEATURE_SETS
 from feature_store.records import Trade

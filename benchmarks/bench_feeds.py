@@ -57,7 +57,7 @@ def main() -> int:
     loads = total / (len(cb_lines) / _rate(cb_lines, orjson.loads) + len(bn_lines) / _rate(bn_lines, orjson.loads))
     # Polygon: frames of the synthetic market in its format (no public recording to replay).
     stocks, _, _ = synthetic_stream("polygon", 20_000)
-    polygon_rate = _rate(stocks, PolygonDecoder().decode_all)
+    polygon_rate = _rate(stocks, PolygonDecoder().decode)
     polygon_loads = _rate(stocks, orjson.loads)
     write_results(
         "bench_feeds",

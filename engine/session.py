@@ -37,7 +37,8 @@ from engine.config import BarInterval
 from engine.dataplane import DataPlane
 from engine.errors import EngineError, ServiceUnreachableError
 from engine.feeds import binance, coinbase, polygon
-from engine.feeds.client import FeedClient, FeedSink, make_feed
+from engine.feeds.client import FeedClient, FeedSink
+from engine.feeds.venues import make_feed
 from engine.metrics import EngineCollector, MetricsServer
 from engine.recorder import Recorder
 from engine.replay import polygon as replay_polygon

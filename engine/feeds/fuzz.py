@@ -37,10 +37,11 @@ import orjson
 from engine.errors import DecodeError
 from engine.feeds import binance
 from engine.feeds.book import OrderBook
-from engine.feeds.client import BinanceFeed, CoinbaseFeed, FeedClient, PolygonFeed
+from engine.feeds.client import FeedClient
 from engine.feeds.decoding import MAX_TS_NS, MIN_TS_NS
 from engine.feeds.polygon import PolygonDecoder
 from engine.feeds.records import Quote
+from engine.feeds.venues import BinanceFeed, CoinbaseFeed, PolygonFeed
 from feature_store.records import Trade
 
 __all__ = ["FuzzReport", "fuzz", "mutate", "seed_corpus"]
@@ -301,14 +302,7 @@ class _OfflineBinance(BinanceFeed):
         super().__init__(corpus.symbols, sink, url="ws://127.0.0.1:1", rest_url="http://127.0.0.1:1", max_ahead_s=None)
         self.corpus, self.rng, self.mutate_share = corpus, rng, mutate_share
 
-    def _resync(self, symbol: str, count: bool = True) -> None:
-        if count:
-            self.stats.resyncs += 1
-        self.books[symbol].clear()
-        self.synced[symbol] = False
-        self._repeats[symbol] = 0
-        pending = self._pending.get(symbol, [])
-        self._pending[symbol] = []
+    def _fetch_snapshot_later(self, symbol: str) -> None:
         body = self.corpus.snapshots.get(symbol)
         if body is None:
             return
@@ -318,9 +312,6 @@ class _OfflineBinance(BinanceFeed):
             snapshot = binance.parse_depth_snapshot(symbol, body)
         except DecodeError:
             return  # a failed fetch: the book stays out of sync until the next resync
-        if pending and snapshot.last_id < pending[0].first_id - 1:
-            snapshot.last_id = pending[0].first_id - 1  # as a fresh fetch would be
-        self._pending[symbol] = pending
         self._install(symbol, snapshot)
 
 
@@ -456,7 +447,7 @@ async def _run(
 
 def _first_of(decoder: PolygonDecoder) -> Any:
     def decode(payload: bytes) -> Any:
-        records = decoder.decode_all(payload)[0]
+        records = decoder.decode(payload).records
         return next((r for r in records if type(r) is Trade), None)
 
     return decode

@@ -32,7 +32,7 @@ import orjson
 
 from engine.errors import DecodeError, decode_reason
 from engine.feeds.decoding import epoch_ms, non_negative, positive, symbol_text, venue_id
-from engine.feeds.records import Aggregate, Event, Quote, Status
+from engine.feeds.records import Aggregate, Event, Frame, Quote, Status
 from feature_store.records import Trade
 
 __all__ = [
@@ -74,7 +74,7 @@ class PolygonDecoder:
         self._quotes: dict[str, tuple[float, float]] = {}  # last bid and ask per symbol
         self._last_price: dict[str, tuple[float, Side]] = {}  # last price and side per symbol
 
-    def decode_all(self, payload: bytes | str) -> tuple[list[Trade | Event], list[DecodeError], int]:
+    def decode(self, payload: bytes | str) -> Frame:
         """The records of one frame, the events dropped (as errors) and the events ignored.
 
         Raises:
@@ -110,7 +110,7 @@ class PolygonDecoder:
                 ignored += 1
             else:
                 records.append(record)
-        return records, errors, ignored
+        return Frame(records, errors, ignored)
 
     def _event(self, event: Any) -> Trade | Event | None:
         kind = event["ev"]

@@ -12,8 +12,11 @@ receive time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Aggregate", "BookUpdate", "Event", "Heartbeat", "Quote", "Status", "Subscribed", "VenueError"]
+from engine.errors import DecodeError
+
+__all__ = ["Aggregate", "BookUpdate", "Event", "Frame", "Heartbeat", "Quote", "Status", "Subscribed", "VenueError"]
 
 Level = tuple[float, float]
 
@@ -108,5 +111,15 @@ class Aggregate:
         return self.end_ns
 
 
+@dataclass(slots=True)
+class Frame:
+    """One message holding many events (Polygon): their records, the events that failed to
+    decode, and how many were of types the engine does not use."""
+
+    records: list[Any]
+    errors: list[DecodeError]
+    ignored: int = 0
+
+
 # A decoder returns one of these, a Trade, or None for a message it ignores.
-Event = BookUpdate | Quote | Heartbeat | Subscribed | VenueError | Status | Aggregate
+Event = BookUpdate | Quote | Heartbeat | Subscribed | VenueError | Status | Aggregate | Frame

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from engine.errors import FeedError
-from engine.feeds.client import BinanceFeed, CoinbaseFeed, FeedClient, make_feed
+from engine.feeds.client import FeedClient
+from engine.feeds.venues import BinanceFeed, CoinbaseFeed, make_feed
 from engine.replay.faults import parse_faults
 from engine.replay.market import SyntheticFeed
 from engine.replay.server import ReplayExchange

@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from engine.feeds import binance
-from engine.feeds.client import MAX_ID_JUMP, BinanceFeed, CoinbaseFeed
+from engine.feeds.client import MAX_ID_JUMP
 from engine.feeds.fuzz import fuzz
+from engine.feeds.venues import BinanceFeed, CoinbaseFeed
 from tests.engine.feed_helpers import KeepingSink
 
 T = "2021-04-17T16:43:37.089723Z"
@@ -126,11 +127,7 @@ class _Snapshots(BinanceFeed):
         self.snapshots = snapshots
         self.fetches = 0
 
-    def _resync(self, symbol: str, count: bool = True) -> None:
-        self.stats.resyncs += count
-        self.books[symbol].clear()
-        self.synced[symbol] = False
-        self._repeats[symbol] = 0
+    def _fetch_snapshot_later(self, symbol: str) -> None:
         self.fetches += 1
         if self.snapshots:
             self._install(symbol, binance.parse_depth_snapshot(symbol, self.snapshots.pop(0)))

@@ -12,9 +12,9 @@ import pytest
 
 from engine.backfill import BackfillOptions, backfill
 from engine.errors import EngineError, FeedError
-from engine.feeds.client import PolygonFeed
 from engine.feeds.polygon import PolygonDecoder
 from engine.feeds.records import Aggregate, Quote, Status
+from engine.feeds.venues import PolygonFeed
 from engine.replay import polygon as replay_polygon
 from engine.replay.market import SyntheticFeed
 from engine.replay.server import ReplayExchange
@@ -151,7 +151,8 @@ def test_decoder_rules_conditions_sides_and_bad_events() -> None:
         {"ev": "LULD", "T": "AAPL"},
         [1, 2],
     ]
-    records, errors, ignored = d.decode_all(orjson.dumps(frame))
+    decoded = d.decode(orjson.dumps(frame))
+    records, errors, ignored = decoded.records, decoded.errors, decoded.ignored
     kinds = [type(r) for r in records]
     assert kinds == [Status, Quote, Trade, Trade, Aggregate]
     trades = [r for r in records if isinstance(r, Trade)]
@@ -159,7 +160,7 @@ def test_decoder_rules_conditions_sides_and_bad_events() -> None:
     assert sorted(e.reason for e in errors) == ["bad_time", "bad_value", "not_last_sale", "wrong_type"]
     assert ignored == 1
     with pytest.raises(EngineError):
-        d.decode_all(b'{"ev": "T"')
+        d.decode(b'{"ev": "T"')
 
 
 def test_sequence_numbers_order_and_find_repeats_but_no_gaps() -> None:

@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from engine.feeds.binance import BinanceDecoder
-from engine.feeds.client import BinanceFeed, CoinbaseFeed
 from engine.feeds.coinbase import CoinbaseDecoder
+from engine.feeds.venues import BinanceFeed, CoinbaseFeed
 from engine.replay.market import RecordedTape
 from engine.replay.server import ReplayExchange
 from feature_store.sources.recordings import iter_messages, read_recording_trades
