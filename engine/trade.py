@@ -91,10 +91,20 @@ class TradingOptions:
             raise ConfigError("model timeout and order TTL must be > 0 and grace >= 0")
 
 
-async def open_account(pool: asyncpg.Pool, options: TradingOptions) -> tuple[TradingStore, AccountState]:
-    """The account's store and its state as stored (created with its initial cash when new)."""
+async def open_account(
+    pool: asyncpg.Pool, options: TradingOptions, spool_dir: Path | None = None
+) -> tuple[TradingStore, AccountState]:
+    """The account's store and its state as stored (created with its initial cash when new).
+
+    Trading records an earlier run spooled under ``spool_dir`` at a stop with PostgreSQL away
+    are written first.
+    """
     store = TradingStore(pool, options.account)
     await store.ensure_account(options.initial_cash, time.time_ns())
+    if spool_dir is not None:
+        written = await store.write_spooled(spool_dir)
+        if written:
+            log.warning("%d trading records spooled at an earlier stop are now stored", written)
     return store, await store.load()
 
 
@@ -193,7 +203,7 @@ async def run_trading(
     source: VenueFeeds | None = None
     started = time.monotonic()
     try:
-        store, state = await open_account(pool, options)
+        store, state = await open_account(pool, options, record.spool_dir)
         venue = record.venues[0]
         core = paper_core(options, state, venue, config.interval.seconds)
         breaker = CircuitBreaker(options.breaker_failures, options.breaker_cooldown_s)
@@ -261,7 +271,12 @@ async def run_trading(
 
         await session.run(duration_s=record.duration_s, progress=report, progress_every_s=progress_every_s)
         if not await trader.flush():
-            log.error("trading records could not be written at stop: %d entries lost", len(core.journal))
+            path = trader.spool_journal(record.spool_dir)
+            log.error(
+                "PostgreSQL is away at stop: %d trading records kept in %s; they are stored first at the next start",
+                trader.stats.journal_spooled,
+                path,
+            )
         return summarize(trader, time.monotonic() - started, plane.stats.trades, session.feeds)
     finally:
         if source is not None:

@@ -14,7 +14,7 @@ risk events) that the shell writes to PostgreSQL (:mod:`engine.trading.store`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal
 
 import numpy as np
@@ -396,6 +396,21 @@ class TradingCore:
             self.broker.submit(order)
             self.journal.orders[order.client_order_id] = order
             self.stats.orders += 1
+
+    def unsent(self, orders: Sequence[Order], reason: str) -> None:
+        """Orders of the last decision that could not be stored, so were never sent: their
+        decisions are journaled as ``unsent`` with ``reason`` instead of the buy or sell they were."""
+        by_id = {o.decision_id: o for o in orders if o.decision_id is not None}
+        if not by_id:
+            return
+        decisions = self.journal.decisions
+        for i in range(len(decisions) - 1, -1, -1):
+            d = decisions[i]
+            order = by_id.pop(d.decision_id, None)
+            if order is not None:
+                decisions[i] = replace(d, action="unsent", reason=f"{order.side} {order.quantity} not sent: {reason}")
+                if not by_id:
+                    break
 
     def restore(self, orders: Sequence[Order], *, redecide_after_ns: int | None = None) -> list[Order]:
         """Take back open orders found in the database; return those never sent (to send now).

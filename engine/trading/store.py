@@ -9,17 +9,28 @@
   decisions and events are idempotent (``ON CONFLICT DO NOTHING``).
 * :meth:`TradingStore.load` rebuilds an account after a restart: the portfolio from its
   fills (replayed in their original order), its open orders, and its risk state.
+* :meth:`TradingStore.spool` keeps a journal PostgreSQL cannot take at stop in a file, and
+  :meth:`TradingStore.write_spooled` writes such files first at the next start. Every
+  statement is idempotent, so a file written twice (a crash between the commit and its
+  removal) stores nothing twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
+import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 from engine.trading.core import Journal
 from engine.trading.orders import OPEN_STATUSES, Fill, Order
@@ -28,7 +39,7 @@ from engine.trading.risk import PreTradeRisk
 from feature_store.database import ensure_partitions
 from feature_store.errors import StorageError
 
-__all__ = ["AccountState", "TradingStore"]
+__all__ = ["AccountState", "JournalWrite", "TradingStore"]
 
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
@@ -281,63 +292,203 @@ class TradingStore:
         Raises:
             StorageError: nothing was written (the caller keeps the journal and retries).
         """
+        await self._execute(
+            self.statements(
+                journal,
+                portfolio,
+                risk,
+                now_ns,
+                checkpoint=checkpoint,
+                realized=realized,
+                fill_seq_start=fill_seq_start,
+            )
+        )
+
+    def statements(
+        self,
+        journal: Journal,
+        portfolio: Portfolio,
+        risk: PreTradeRisk,
+        now_ns: int,
+        *,
+        checkpoint: tuple[int, int] | None = None,
+        realized: Sequence[tuple[int, str, float]] = (),
+        fill_seq_start: int = 0,
+    ) -> JournalWrite:
+        """What :meth:`write` executes, as plain values (what a spool file holds)."""
+        out: list[tuple[str, list[Any]]] = []
         decisions = journal.decisions
+        if journal.fills:
+            out.append(("fills", _fill_columns(journal.fills, fill_seq_start)))
+        if journal.orders:
+            out.append(("orders", _order_updates(journal.orders.values())))
+        if decisions:
+            out.append(("decisions", [*_decision_columns(decisions), self.account]))
+        if journal.events:
+            ev = journal.events
+            out.append(
+                (
+                    "events",
+                    [
+                        self.account,
+                        [e.ts_ns for e in ev],
+                        [e.kind for e in ev],
+                        [e.symbol for e in ev],
+                        [e.client_order_id for e in ev],
+                        [e.reason for e in ev],
+                    ],
+                )
+            )
+        if journal.symbols:
+            positions = [portfolio.positions[s] for s in sorted(journal.symbols)]
+            out.append(
+                (
+                    "positions",
+                    [
+                        self.account,
+                        [p.symbol for p in positions],
+                        [p.quantity for p in positions],
+                        [p.average_price for p in positions],
+                        [p.realized_pnl for p in positions],
+                        [p.updated_ns for p in positions],
+                    ],
+                )
+            )
+        if realized:
+            bars, symbols, returns = (list(column) for column in zip(*realized, strict=True))
+            out.append(("realized", [self.account, bars, symbols, returns]))
+        out.append(
+            (
+                "account",
+                [
+                    self.account,
+                    portfolio.peak_equity,
+                    risk.killed_ns if risk.killed else None,
+                    risk.killed,
+                    risk.var99,
+                    checkpoint[0] if checkpoint else None,
+                    checkpoint[1] if checkpoint else None,
+                    now_ns,
+                ],
+            )
+        )
+        span = (decisions[0].ts_ns, decisions[-1].ts_ns) if decisions else None
+        return JournalWrite(self.account, out, span, len(journal))
+
+    async def _execute(self, write: JournalWrite) -> None:
         try:
             async with self.pool.acquire() as conn:
-                if decisions:
-                    await ensure_partitions(conn, "decisions", decisions[0].ts_ns, decisions[-1].ts_ns)
+                if write.decision_span is not None:
+                    await ensure_partitions(conn, "decisions", *write.decision_span)
                 async with conn.transaction():
-                    if journal.fills:
-                        await conn.execute(_INSERT_FILLS, *_fill_columns(journal.fills, fill_seq_start))
-                    if journal.orders:
-                        await conn.execute(_UPDATE_ORDERS, *_order_updates(journal.orders.values()))
-                    if decisions:
-                        await conn.execute(_INSERT_DECISIONS, *_decision_columns(decisions), self.account)
-                    if journal.events:
-                        ev = journal.events
-                        await conn.execute(
-                            _INSERT_EVENTS,
-                            self.account,
-                            [e.ts_ns for e in ev],
-                            [e.kind for e in ev],
-                            [e.symbol for e in ev],
-                            [e.client_order_id for e in ev],
-                            [e.reason for e in ev],
-                        )
-                    if journal.symbols:
-                        positions = [portfolio.positions[s] for s in sorted(journal.symbols)]
-                        await conn.execute(
-                            _UPSERT_POSITIONS,
-                            self.account,
-                            [p.symbol for p in positions],
-                            [p.quantity for p in positions],
-                            [p.average_price for p in positions],
-                            [p.realized_pnl for p in positions],
-                            [p.updated_ns for p in positions],
-                        )
-                    if realized:
-                        await conn.execute(
-                            _REALIZED,
-                            self.account,
-                            [r[0] for r in realized],
-                            [r[1] for r in realized],
-                            [r[2] for r in realized],
-                        )
-                    await conn.execute(
-                        _UPDATE_ACCOUNT,
-                        self.account,
-                        portfolio.peak_equity,
-                        risk.killed_ns if risk.killed else None,
-                        risk.killed,
-                        risk.var99,
-                        checkpoint[0] if checkpoint else None,
-                        checkpoint[1] if checkpoint else None,
-                        now_ns,
-                    )
+                    for name, args in write.statements:
+                        await conn.execute(_STATEMENTS[name], *args)
         except _DB_ERRORS as exc:
             self.failures += 1
             raise StorageError(f"writing trading records failed and nothing was stored: {exc}") from exc
         self.writes += 1
+
+    # --- the spool: a journal PostgreSQL could not take at stop -------------------------------
+
+    def spool(self, write: JournalWrite, directory: Path) -> Path:
+        """Keep ``write`` in a file under ``directory`` (written, fsynced, then renamed), for
+        :meth:`write_spooled` at the next start. Returns the file's path."""
+        folder = _spool_folder(directory, self.account)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{time.time_ns():020d}.json"
+        tmp = path.with_suffix(".tmp")
+        body = {
+            "account": write.account,
+            "decision_span": write.decision_span,
+            "entries": write.entries,
+            "statements": [[name, _encode(args)] for name, args in write.statements],
+        }
+        with tmp.open("wb") as handle:
+            handle.write(orjson.dumps(body))
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.rename(path)
+        _fsync_dir(folder)
+        return path
+
+    async def write_spooled(self, directory: Path) -> int:
+        """Write the journals this account spooled under ``directory`` (oldest first), removing
+        each file once it is stored; return how many entries were written.
+
+        Raises:
+            StorageError: a file could not be written (it and the ones after it stay), or a
+                file is not a spooled journal (named; it is left where it is).
+        """
+        folder = _spool_folder(directory, self.account)
+        entries = 0
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                body = orjson.loads(path.read_bytes())
+                statements = [(str(name), _decode(args)) for name, args in body["statements"]]
+                if body["account"] != self.account or any(name not in _STATEMENTS for name, _ in statements):
+                    raise ValueError(f"not a journal of account {self.account!r}")
+                span = body["decision_span"]
+                write = JournalWrite(self.account, statements, tuple(span) if span else None, int(body["entries"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise StorageError(f"{path} is not a spooled trading journal ({exc}); move it away to start") from exc
+            await self._execute(write)
+            path.unlink()
+            entries += write.entries
+        return entries
+
+
+@dataclass(frozen=True)
+class JournalWrite:
+    """The statements of one journal write, with their arguments (see :meth:`TradingStore.statements`)."""
+
+    account: str
+    statements: list[tuple[str, list[Any]]]
+    decision_span: tuple[int, int] | None
+    entries: int
+
+
+_STATEMENTS = {
+    "fills": _INSERT_FILLS,
+    "orders": _UPDATE_ORDERS,
+    "decisions": _INSERT_DECISIONS,
+    "events": _INSERT_EVENTS,
+    "positions": _UPSERT_POSITIONS,
+    "realized": _REALIZED,
+    "account": _UPDATE_ACCOUNT,
+}
+
+
+def _spool_folder(directory: Path, account: str) -> Path:
+    safe = account if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", account) and account not in {".", ".."} else None
+    return Path(directory) / "journal" / (safe or hashlib.sha256(account.encode()).hexdigest()[:32])
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode(value: Any) -> Any:
+    """Arguments as JSON: a Decimal is kept exactly as ``{"decimal": text}``, a NaN or an
+    infinity (which JSON has not) as ``{"float": text}``."""
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, Decimal):
+        return {"decimal": str(value)}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        return float(value["float"]) if "float" in value else Decimal(value["decimal"])
+    return value
 
 
 def _fill_columns(fills: Sequence[Fill], seq_start: int) -> list[list[Any]]:

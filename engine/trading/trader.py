@@ -13,7 +13,8 @@ which feeds trades in time order, does.
 The journal (fills, order states, decisions, risk events) is written to PostgreSQL in one
 transaction every ``flush_s`` live, and after every bar in a backtest (with a checkpoint that
 a resumed backtest starts from). While PostgreSQL is away the journal waits in memory; past
-``max_backlog`` entries no new risk is opened until it drains.
+``max_backlog`` entries no new risk is opened until it drains. What is still waiting at a
+live stop is spooled to disk (:meth:`Trader.spool_journal`) and stored first at the next start.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from engine.config import BarInterval
@@ -69,6 +71,7 @@ class TraderStats:
     held_trades: int = 0
     journal_writes: int = 0
     journal_failures: int = 0
+    journal_spooled: int = 0  # entries kept in a spool file at a stop with PostgreSQL away
     orders_unsent: int = 0
     last_error: str = ""
 
@@ -322,6 +325,7 @@ class Trader:
                 self.core.event(
                     RiskEvent(order.client_order_id, order.symbol, now_ns, "write_backlog", "order could not be stored")
                 )
+            self.core.unsent(orders, "the order could not be stored")
             return
         self.stats.order_store_s.append(time.monotonic() - began)
         core = self.core
@@ -444,6 +448,26 @@ class Trader:
             self.stats.journal_writes += 1
             core.risk.write_backlog = False
             return True
+
+    def spool_journal(self, directory: Path) -> Path | None:
+        """Keep the journal not yet written in a file under ``directory`` (see
+        :meth:`TradingStore.spool`); return its path (None: nothing was waiting)."""
+        core = self.core
+        if self.store is None or (not len(core.journal) and not self._realized):
+            return None
+        journal = core.journal.take()
+        realized, self._realized = self._realized, []
+        write = self.store.statements(
+            journal,
+            core.portfolio,
+            core.risk,
+            core.now_ns,
+            realized=realized,
+            fill_seq_start=core.portfolio.fills - len(journal.fills),
+        )
+        path = self.store.spool(write, directory)
+        self.stats.journal_spooled += write.entries
+        return path
 
     async def run_flusher(self) -> None:
         """Write the journal every ``flush_s`` until :meth:`stop` (then once more)."""
