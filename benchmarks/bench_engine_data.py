@@ -28,7 +28,7 @@ from engine.replay.market import SyntheticFeed
 from feature_store.features.catalog import FEATURE_SETS
 from feature_store.records import Trade
 from feature_store.redis_store import RedisOnlineStore
-from feature_store.services import resolve_service_urls
+from feature_store.services import resolve_service_urls, scratch_redis_db
 from serving.launcher import free_port
 
 SYMBOLS = 1000
@@ -103,7 +103,7 @@ def main() -> int:
         url = f"ws://127.0.0.1:{port}/"
         symbols = list(SyntheticFeed(SYMBOLS, books=False).symbols)
         limit_rate, _ = asyncio.run(_stream(url, symbols, _CountingSink(), None))
-        online = RedisOnlineStore.from_url(urls.redis_url)
+        online = RedisOnlineStore.from_url(scratch_redis_db(urls, 14))  # never a user's keys
         plane = _TimedPlane(symbols, list(FEATURE_SETS.values()), online=online, recorder=None, interval=BarInterval(1))
         plane.lag = _Lag()
         rate, lag = asyncio.run(_stream(url, symbols, plane, plane))

@@ -40,7 +40,7 @@ async def _whole_loop(label: str, settings: dict[str, str], *, index_files: bool
     """Wall time, step stats and outcome of one whole-loop run with ``settings``."""
     with tempfile.TemporaryDirectory(prefix="rrr-bench-pipeline-") as home:
         async with scratch_database() as url:
-            from feature_store.services import resolve_service_urls
+            from feature_store.services import resolve_service_urls, scratch_redis_db
 
             env = {
                 **os.environ,
@@ -48,7 +48,7 @@ async def _whole_loop(label: str, settings: dict[str, str], *, index_files: bool
                 "DAGSTER_HOME": str(Path(home) / "dagster"),
                 "BENTOML_HOME": str(Path(home) / "bentoml"),
                 "DATABASE_URL": url,
-                "REDIS_URL": resolve_service_urls().redis_url,
+                "REDIS_URL": scratch_redis_db(resolve_service_urls(), 10),  # never a user's keys
                 "PYTHONWARNINGS": "ignore",
                 **settings,
             }

@@ -33,7 +33,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -105,7 +104,7 @@ def main() -> None:
     from feature_store.features.catalog import PRICE, SENTIMENT
     from feature_store.online_layout import OnlineLayout
     from feature_store.redis_store import RedisOnlineStore
-    from feature_store.services import resolve_service_urls
+    from feature_store.services import resolve_service_urls, scratch_redis_db
 
     torch.set_num_threads(1)
     keep_freed_memory_for_reuse()
@@ -114,10 +113,8 @@ def main() -> None:
     from serving import launcher, registry, runtime
     from serving.models import price
 
-    parts = urlsplit(resolve_service_urls().redis_url)
-    redis_url = urlunsplit(parts._replace(path=f"/{REDIS_DB}"))
+    redis_url = scratch_redis_db(resolve_service_urls(), REDIS_DB)  # never a user's keys
     online = RedisOnlineStore.from_url(redis_url, OnlineLayout())
-    online._client.flushdb()
     symbols = [f"B{i:04d}-USD" for i in range(SYMBOLS)]
     rng = np.random.default_rng(0)
     for bar in range(BARS):
@@ -173,7 +170,7 @@ def main() -> None:
         results = asyncio.run(measure())
     finally:
         service.stop()
-        online._client.flushdb()
+        online._client.flushdb()  # the scratch database claimed above
         online.close()
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -9,26 +9,22 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import redis
 
 from feature_store.config import FeatureStoreSettings
-from feature_store.services import resolve_service_urls
+from feature_store.services import resolve_service_urls, scratch_redis_db
 from serving import launcher
 
 
 @contextmanager
 def sample_model_service(*, interval_s: int, redis_db: int, prefix: str) -> Iterator[tuple[str, str, Path]]:
     """Seed sample models on ``interval_s`` features, serve them, yield ``(service URL, Redis URL
-    of database redis_db (flushed), data folder)``; stop the service after.
+    of database redis_db (a scratch one, emptied), data folder)``; stop the service after.
 
     Raises:
         RuntimeError: seeding the sample models failed (its error output is in the message).
     """
-    urls = resolve_service_urls(FeatureStoreSettings.from_env())
-    redis_url = urlunsplit(urlsplit(urls.redis_url)._replace(path=f"/{redis_db}"))
-    redis.Redis.from_url(redis_url).flushdb()
+    # Emptied only on the embedded server (or with RRR_SCRATCH_REDIS_OK=1): never a user's keys.
+    redis_url = scratch_redis_db(resolve_service_urls(FeatureStoreSettings.from_env()), redis_db)
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         home = Path(tmp)
         env = {

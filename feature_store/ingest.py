@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
+
 from feature_store.bars import bars_from_trades
+from feature_store.errors import DataValidationError
 from feature_store.market_data import MarketDataStore
 from feature_store.records import trades_frame
 from feature_store.sources.files import read_bars_file, read_trades_file
@@ -66,12 +69,30 @@ async def import_file(
 ) -> int:
     """Validate a CSV/Parquet file and store it atomically; return the rows stored.
 
+    Trades have no key the database could refuse a second copy by, so without ``replace`` a
+    trades file whose symbols already have trades stored within its time span is refused
+    (importing the same file twice would store every trade twice).
+
     Raises:
-        DataValidationError: the file breaks a rule (nothing is stored).
+        DataValidationError: the file breaks a rule, or (trades, without ``replace``) overlaps
+            stored trades; nothing is stored.
         StorageError: the write failed (nothing is stored).
     """
     if kind == "trades":
-        return await store.write_trades(read_trades_file(path, symbol=symbol), replace=replace)
+        trades = read_trades_file(path, symbol=symbol)
+        if not replace and len(trades):
+            symbols = sorted(trades["symbol"].unique().tolist())
+            first, last = int(trades["ts_ns"].min()), int(trades["ts_ns"].max())
+            stored = await store.trade_span(first, last, symbols)
+            if stored is not None:
+                shown = ", ".join(stored[2][:5]) + (f" and {len(stored[2]) - 5} more" if len(stored[2]) > 5 else "")
+                raise DataValidationError(
+                    str(path),
+                    None,
+                    f"trades of {shown} are already stored within this file's span "
+                    f"({_iso(first)} to {_iso(last)}); import it with --replace to replace them",
+                )
+        return await store.write_trades(trades, replace=replace)
     return await store.write_bars(read_bars_file(path, symbol=symbol, interval_s=interval_s), replace=replace)
 
 
@@ -84,6 +105,10 @@ async def import_recording(store: MarketDataStore, path: str | Path, *, interval
     summary.rows["bars"] = await store.write_bars(bars_from_trades(trades, interval_s), replace=True)
     summary.rows["malformed_messages"] = report.malformed
     return summary
+
+
+def _iso(ts_ns: int) -> str:
+    return str(pd.Timestamp(ts_ns, unit="ns", tz="UTC").isoformat())
 
 
 def main(argv: list[str] | None = None) -> int:

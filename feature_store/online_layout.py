@@ -38,7 +38,7 @@ from feature_store.errors import (
     StaleFeaturesError,
 )
 from feature_store.features.registry import FeatureSet
-from feature_store.records import NS_PER_S
+from feature_store.records import NS_PER_S, SYMBOL_PATTERN
 from feature_store.stores import FeatureVectors, FeatureWindows
 
 __all__ = ["LayoutReads", "OnlineLayout", "check_namespace"]
@@ -59,7 +59,7 @@ def check_namespace(namespace: str) -> str:
 _MAGIC = b"RRRF"
 _FORMAT = 1
 HEADER_BYTES = 32
-_SYMBOL = re.compile(r"^[A-Za-z0-9._/\-]{1,64}$")
+_SYMBOL = re.compile(SYMBOL_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import pandas as pd
 __all__ = [
     "BAR_COLUMNS",
     "NEWS_COLUMNS",
+    "SYMBOL_PATTERN",
     "TRADE_COLUMNS",
     "Bar",
     "News",
@@ -34,6 +35,8 @@ __all__ = [
 
 Side = Literal["buy", "sell", "unknown"]
 NS_PER_S = 1_000_000_000
+# A symbol as every store and API takes it: letters, digits and . _ / - (BTC-USD, BRK.B, ETH/USD).
+SYMBOL_PATTERN = r"^[A-Za-z0-9._/\-]{1,64}$"
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,19 +42,23 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from feature_store.config import FeatureStoreSettings
 from feature_store.errors import ServiceError
 
 __all__ = [
+    "SCRATCH_OPT_IN",
+    "ScratchRefused",
     "ServiceUrls",
     "embedded_status",
     "resolve_service_urls",
+    "scratch_redis_db",
     "start_embedded",
     "stop_embedded",
 ]
@@ -110,6 +114,41 @@ def resolve_service_urls(settings: FeatureStoreSettings | None = None, *, start:
     database_url = settings.database_url or str(state["postgres"]["url"])
     redis_url = settings.redis_url or str(state["redis"]["url"])
     return ServiceUrls(database_url=database_url, redis_url=redis_url, embedded=tuple(wanted))
+
+
+SCRATCH_OPT_IN = "RRR_SCRATCH_REDIS_OK"
+
+
+class ScratchRefused(ServiceError):
+    """A test or benchmark would empty a Redis database that is not the platform's own."""
+
+
+def scratch_redis_db(urls: ServiceUrls, db: int, environ: Mapping[str, str] | None = None) -> str:
+    """The URL of Redis database ``db`` on ``urls``' server, emptied for a test or benchmark run.
+
+    The embedded server is the platform's own: its database ``db`` is emptied. A server of the
+    user's (``REDIS_URL``) is emptied only with ``RRR_SCRATCH_REDIS_OK=1``; without it the
+    database must be empty already, and is used as it is.
+
+    Raises:
+        ScratchRefused: the database holds keys on a server of the user's and no opt-in is set.
+    """
+    import redis
+
+    environ = os.environ if environ is None else environ
+    url = urlunsplit(urlsplit(urls.redis_url)._replace(path=f"/{db}"))
+    client = redis.Redis.from_url(url)
+    try:
+        if "redis" in urls.embedded or environ.get(SCRATCH_OPT_IN) == "1":
+            client.flushdb()
+        elif client.dbsize():
+            raise ScratchRefused(
+                f"Redis database {db} of REDIS_URL holds {client.dbsize()} keys: not emptied for a test run. "
+                f"Empty it, or set {SCRATCH_OPT_IN}=1 to let tests and benchmarks empty it"
+            )
+    finally:
+        client.close()
+    return url
 
 
 def start_embedded(

@@ -42,7 +42,6 @@ health probes must carry ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``
 # No `from __future__ import annotations`: BentoML reads the API annotations at runtime.
 
 import gc
-import hmac
 import logging
 import os
 import threading
@@ -62,18 +61,20 @@ from bentoml.validators import ContentType  # noqa: E402
 from pydantic import BaseModel, Field, PrivateAttr, StringConstraints, model_validator  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
+from feature_store.records import SYMBOL_PATTERN  # noqa: E402
 from serving import runtime  # noqa: E402
 from serving.errors import BadInputError, ModelUnavailableError, RequestError  # noqa: E402
+from serving.guards import ApiKeyMiddleware, JsonBodyMiddleware, install_one_line_rejections  # noqa: E402
 
 log = logging.getLogger("serving.service")
 
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
 CUDA = torch.cuda.is_available()
 
-Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/\-]{1,64}$")]
+Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
 Symbols = Annotated[list[Symbol], Field(min_length=1, max_length=SETTINGS.max_symbols)]
 Headline = Annotated[str, StringConstraints(min_length=1, max_length=SETTINGS.max_text_chars)]
-Returns = dict[Symbol, list[float]]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Returns = dict[Symbol, list[Finite]]
 # Declaring the media type spares BentoML working it out from the JSON schema on every response.
 JsonObject = Annotated[dict[str, Any], ContentType("application/json")]
 JsonList = Annotated[list[dict[str, Any]], ContentType("application/json")]
@@ -93,34 +94,6 @@ SWAPS = bentoml.metrics.Counter(
 SYMBOLS_FORECAST = bentoml.metrics.Counter(
     name="rrr_serving_symbols_forecast", documentation="Symbols forecast by /forecast", labelnames=[]
 )
-
-
-class ApiKeyMiddleware:
-    """401 for every request but the health probes that does not carry the API key."""
-
-    def __init__(self, app: Any, key: str) -> None:
-        self.app = app
-        self.key = key.encode()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
-            headers = dict(scope.get("headers", []))
-            given = headers.get(b"x-api-key", b"")
-            auth = headers.get(b"authorization", b"")
-            if auth.lower().startswith(b"bearer "):
-                given = auth[7:].strip()
-            if not hmac.compare_digest(given, self.key):
-                body = b'{"error": "missing or wrong API key: send Authorization: Bearer <RRR_SERVING_API_KEY>"}'
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
 
 
 class WindowsRequest(BaseModel):
@@ -245,9 +218,8 @@ class ModelService:
 
         status = getattr(exc, "status", 503)
         REJECTED.labels(api=api, status=str(status)).inc()
-        # 4xx messages reach the caller as they are; BentoML hides 5xx text, so a 503 is logged.
-        if status >= 500:
-            log.warning("%s answered %s: %s", api, status, exc)
+        # 4xx messages reach the caller as they are; BentoML hides 5xx text, and its log line
+        # (one line: see serving.guards) carries it.
         return bentoml.exceptions.BentoMLException(str(exc), error_code=HTTPStatus(status))
 
     def _store_failure(self, api: str, exc: Exception) -> bentoml.exceptions.BentoMLException:
@@ -266,7 +238,7 @@ class ModelService:
         symbols: Symbols,
         ts_ns: int | None = None,
         feature_sets: dict[str, str] | None = None,
-        max_age_s: float | None = None,
+        max_age_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None,
         partial: bool = False,
         namespace: str | None = None,
     ) -> JsonObject:  # sent as the dict, encoded with orjson (see _json)
@@ -308,6 +280,8 @@ class ModelService:
     @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_symbols, max_latency_ms=1000)
     async def forecast_windows(self, requests: list[WindowsRequest]) -> JsonList:
         """Forecasts for windows the callers carry; requests are batched into one model call."""
+        if not requests:  # an empty batch: nothing to forecast
+            return []
         try:
             served = self.slots.get("price")
             for request in requests:  # checked on arrival; checked again in case a swap came between
@@ -403,7 +377,7 @@ class ModelService:
     @bentoml.api
     async def portfolio_risk(
         self,
-        positions: Annotated[dict[Symbol, float], Field(min_length=1, max_length=SETTINGS.max_symbols)],
+        positions: Annotated[dict[Symbol, Finite], Field(min_length=1, max_length=SETTINGS.max_symbols)],
         ts_ns: int | None = None,
         returns: Returns | None = None,
         namespace: str | None = None,
@@ -471,5 +445,11 @@ class ModelService:
         return {"swapped": swapped, "models": {n: s.tag for n, s in self.slots.served().items()}}
 
 
+def _rejected(api: str, status: int) -> None:
+    REJECTED.labels(api=api, status=str(status)).inc()
+
+
+install_one_line_rejections()
+ModelService.add_asgi_middleware(JsonBodyMiddleware, on_reject=_rejected)
 if SETTINGS.api_key:
     ModelService.add_asgi_middleware(ApiKeyMiddleware, key=SETTINGS.api_key)

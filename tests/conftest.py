@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +19,14 @@ import pytest
 
 from feature_store.config import FeatureStoreSettings
 from feature_store.database import with_database
-from feature_store.services import ServiceUrls, embedded_status, resolve_service_urls, stop_embedded
+from feature_store.services import (
+    ScratchRefused,
+    ServiceUrls,
+    embedded_status,
+    resolve_service_urls,
+    scratch_redis_db,
+    stop_embedded,
+)
 
 RECORDINGS = Path(
     os.environ.get(
@@ -60,6 +67,23 @@ def service_urls() -> Iterator[ServiceUrls]:
     yield urls
     if set(urls.embedded) - already:
         stop_embedded(settings.home)
+
+
+@pytest.fixture(scope="session")
+def scratch_redis(service_urls: ServiceUrls) -> Callable[[int], str]:
+    """``scratch_redis(db)``: the URL of Redis database ``db``, emptied for the tests that use it.
+
+    Only the embedded server is emptied without asking; on a server of yours (``REDIS_URL``) the
+    database must be empty or ``RRR_SCRATCH_REDIS_OK=1`` set, else those tests are skipped.
+    """
+
+    def claim(db: int) -> str:
+        try:
+            return scratch_redis_db(service_urls, db)
+        except ScratchRefused as exc:
+            pytest.skip(str(exc))
+
+    return claim
 
 
 @pytest.fixture(scope="session")

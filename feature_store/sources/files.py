@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from feature_store.errors import DataValidationError
-from feature_store.records import BAR_COLUMNS, NS_PER_S, TRADE_COLUMNS
+from feature_store.records import BAR_COLUMNS, NS_PER_S, SYMBOL_PATTERN, TRADE_COLUMNS
 
 __all__ = ["read_bars_file", "read_trades_file"]
 
@@ -87,6 +87,11 @@ _BAR_ALIASES = {
 _RAW: dict[str, Any] = {"keep_default_na": False, "na_values": []}
 _MIN_NS = 946_684_800 * NS_PER_S  # 2000-01-01
 _MAX_NS = 4_102_444_800 * NS_PER_S  # 2100-01-01
+_MAX_COUNT = 1e15  # trades in one bar: far beyond any venue, well inside int64
+# Symbols, venues and trade ids are text keys: printable, no control characters (a NUL would be
+# refused by PostgreSQL halfway through a file), of a bounded length.
+_KEY_TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+_SYMBOL_TEXT = re.compile(SYMBOL_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +169,10 @@ def read_bars_file(path: str | Path, *, symbol: str | None = None, interval_s: i
     frame = table.frame
     binance = list(frame.columns) == _BINANCE_KLINE
     if binance:
-        frame = frame.assign(vwap=frame["quote_volume"].astype(float) / frame["volume"].astype(float))
+        quote = _numbers(frame["quote_volume"], "quote_volume", table, positive=False)
+        base = _numbers(frame["volume"], "volume", table, positive=False)
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 of a bar without trades: see vwap
+            frame = frame.assign(vwap=quote / base)
         frame = frame.drop(columns=["close_time", "quote_volume", "taker_buy_quote", "ignore"])
     frame = _rename(frame, _BAR_ALIASES, table.source)
     frame = _with_symbol(frame, symbol, path, table.source)
@@ -188,7 +196,7 @@ def read_bars_file(path: str | Path, *, symbol: str | None = None, interval_s: i
     else:
         out["vwap"] = typical
     if "trades" in frame:
-        out["trades"] = _numbers(frame["trades"], "trades", table, positive=False).astype(np.int64)
+        out["trades"] = _counts(frame["trades"], "trades", table)
     else:
         out["trades"] = 0
     out["interval_s"] = _interval(frame, out, interval_s, path, table)
@@ -296,12 +304,51 @@ def _numbers(column: pd.Series, name: str, table: _Table, *, positive: bool) -> 
     return pd.Series(values, index=column.index)
 
 
+def _counts(column: pd.Series, name: str, table: _Table) -> pd.Series:
+    """Whole, non-negative counts that fit a 64-bit integer (a fractional count is refused, not truncated)."""
+    values = _numbers(column, name, table, positive=False).to_numpy()
+    fractional = values != np.floor(values)
+    if fractional.any():
+        i = int(np.argmax(fractional))
+        raise _fail(table, i, f"{name} {column.iloc[i]!r} is not a whole number")
+    too_big = values > _MAX_COUNT
+    if too_big.any():
+        i = int(np.argmax(too_big))
+        raise _fail(table, i, f"{name} {column.iloc[i]!r} is larger than {_MAX_COUNT:.0e}")
+    return pd.Series(values.astype(np.int64), index=column.index)
+
+
 def _timestamps(column: pd.Series, table: _Table) -> pd.Series:
     numeric = pd.to_numeric(column, errors="coerce")
-    if numeric.notna().all():
+    is_number = numeric.notna().to_numpy()
+    if len(column) and is_number.any() and not is_number.all():
+        # Numbers and text in one column: name the first row that differs from the first row.
+        i = int(np.argmax(is_number != is_number[0]))
+        odd = column.iloc[i]
+        if pd.isna(pd.to_datetime(odd, errors="coerce", utc=True, format="ISO8601")) and not is_number[i]:
+            raise _fail(table, i, f"timestamp {odd!r} is not a time")
+        kinds = ("a number", "text") if is_number[0] else ("text", "a number")
+        raise _fail(
+            table,
+            i,
+            f"timestamp {odd!r} is {kinds[1]} where row {table.row(0)} ({column.iloc[0]!r}) is {kinds[0]}: "
+            "write every time one way",
+        )
+    if is_number.all():
         values = numeric.to_numpy()
         if np.isnan(values).any() or np.isinf(values).any():
             raise _fail(table, int(np.argmax(~np.isfinite(values))), "timestamp is not finite")
+        # The unit follows from the magnitude: seconds, ms, µs or ns. One file, one unit.
+        units = np.digitize(np.abs(values.astype(np.float64)), [1e11, 1e14, 1e17])
+        if len(units) and (units != units[0]).any():
+            i = int(np.argmax(units != units[0]))
+            names = ("seconds", "milliseconds", "microseconds", "nanoseconds")
+            raise _fail(
+                table,
+                i,
+                f"timestamp {column.iloc[i]!r} reads as {names[units[i]]} where row {table.row(0)} "
+                f"({column.iloc[0]!r}) reads as {names[units[0]]}: one unit per file",
+            )
         magnitude = float(np.nanmax(np.abs(values))) if len(values) else 0.0
         factor = 10**9 if magnitude < 1e11 else 10**6 if magnitude < 1e14 else 10**3 if magnitude < 1e17 else 1
         ns = (numeric.astype(np.float64) * factor).round().astype(np.int64).to_numpy()
@@ -356,6 +403,19 @@ def _check_symbols(out: pd.DataFrame, table: _Table) -> None:
     empty = out["symbol"].isna() | (out["symbol"].str.strip() == "")
     if empty.any():
         raise _fail(table, int(np.argmax(empty.to_numpy())), "symbol is empty")
+    _check_text(out, "symbol", _SYMBOL_TEXT, "letters, digits and . _ / - only, at most 64", table)
+    if "venue" in out:
+        _check_text(out, "venue", _SYMBOL_TEXT, "letters, digits and . _ / - only, at most 64", table)
+    if "trade_id" in out:
+        _check_text(out, "trade_id", _KEY_TEXT, "no control characters, at most 64", table)
+
+
+def _check_text(out: pd.DataFrame, column: str, rule: re.Pattern[str], words: str, table: _Table) -> None:
+    values = out[column]
+    bad = ~values.map(lambda v: rule.match(v) is not None)
+    if bad.any():
+        i = int(np.argmax(bad.to_numpy()))
+        raise _fail(table, i, f"{column} {values.iloc[i]!r} is not valid ({words})")
 
 
 def _check_ohlc(out: pd.DataFrame, table: _Table) -> None:

@@ -22,11 +22,9 @@ import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-import redis
 
 from engine.backtest import BacktestOptions, backtest
 from engine.record import RecordOptions
@@ -41,15 +39,10 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _db(url: str, db: int) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, service_urls, database_url):
+def stack(tmp_path_factory, scratch_redis, database_url):
     home = tmp_path_factory.mktemp("trading")
-    redis_url = _db(service_urls.redis_url, 12)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_url = scratch_redis(12)
     env = {
         **os.environ,
         "RRR_HOME": str(home),

@@ -137,3 +137,26 @@ def test_embedded_redis_is_a_real_server_with_a_password(service_urls: ServiceUr
         with pytest.raises(redis.AuthenticationError):
             anonymous.get("rrr:test:services")
         anonymous.close()
+
+
+def test_tests_and_benchmarks_empty_only_the_embedded_servers_databases_unless_told(
+    service_urls: ServiceUrls, scratch_redis
+) -> None:
+    import redis
+
+    from feature_store.services import SCRATCH_OPT_IN, ScratchRefused, scratch_redis_db
+
+    url = scratch_redis(15)
+    client = redis.Redis.from_url(url)
+    try:
+        client.set("users-own-key", b"1")
+        theirs = ServiceUrls(service_urls.database_url, service_urls.redis_url, embedded=())  # as with REDIS_URL
+        with pytest.raises(ScratchRefused, match=f"database 15 of REDIS_URL holds 1 keys.*{SCRATCH_OPT_IN}=1"):
+            scratch_redis_db(theirs, 15, environ={})
+        assert client.get("users-own-key") == b"1"  # left as it was
+        assert scratch_redis_db(theirs, 15, environ={SCRATCH_OPT_IN: "1"}) == url
+        assert client.dbsize() == 0
+        assert scratch_redis_db(theirs, 15, environ={}) == url  # an empty database is used as it is
+    finally:
+        client.flushdb()
+        client.close()

@@ -15,9 +15,10 @@ from feature_store.services import ServiceUrls
 
 
 @contextmanager
-def pipeline_env(home: Path, service_urls: ServiceUrls, **settings: str) -> Iterator[dict[str, str]]:
-    """Environment of a pipeline run with its own ``RRR_HOME``, Dagster instance, BentoML store and
-    database (dropped afterwards), small model settings, plus ``settings``."""
+def pipeline_env(home: Path, service_urls: ServiceUrls, *, redis_url: str, **settings: str) -> Iterator[dict[str, str]]:
+    """Environment of a pipeline run with its own ``RRR_HOME``, Dagster instance, BentoML store,
+    database (dropped afterwards) and Redis database ``redis_url`` (a scratch one: see the
+    ``scratch_redis`` fixture), small model settings, plus ``settings``."""
     from tests.conftest import create_database, drop_database
 
     url = create_database(service_urls.database_url)
@@ -27,7 +28,7 @@ def pipeline_env(home: Path, service_urls: ServiceUrls, **settings: str) -> Iter
         "DAGSTER_HOME": str(home / "dagster"),
         "BENTOML_HOME": str(home / "bentoml"),
         "DATABASE_URL": url,
-        "REDIS_URL": service_urls.redis_url,
+        "REDIS_URL": redis_url,
         "RRR_TRAIN": "small",
         "PYTHONWARNINGS": "ignore",
         **settings,

@@ -16,8 +16,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feature_store.services import ServiceUrls
-
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")]
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -39,24 +37,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env(tmp_path: Path, service_urls: ServiceUrls, database_url: str) -> dict[str, str]:
+def _env(tmp_path: Path, redis_url: str, database_url: str) -> dict[str, str]:
     return {
         **os.environ,
         "RRR_HOME": str(tmp_path / "home"),
         "DAGSTER_HOME": str(tmp_path / "dagster"),
         "BENTOML_HOME": str(tmp_path / "bentoml"),
         "DATABASE_URL": database_url,
-        "REDIS_URL": service_urls.redis_url,
+        "REDIS_URL": redis_url,
         "PYTHONWARNINGS": "ignore",
     }
 
 
 def test_dagster_dev_serves_every_asset_check_schedule_and_sensor_and_stops_cleanly(
-    tmp_path: Path, service_urls: ServiceUrls, database_url: str
+    tmp_path: Path, scratch_redis, database_url: str
 ) -> None:
     import orchestration.definitions as d
 
-    env = _env(tmp_path, service_urls, database_url)
+    env = _env(tmp_path, scratch_redis(10), database_url)
     Path(env["DAGSTER_HOME"]).mkdir()
     port = _free_port()
     log = (tmp_path / "dev.log").open("w")
@@ -102,9 +100,9 @@ def test_dagster_dev_serves_every_asset_check_schedule_and_sensor_and_stops_clea
 
 
 def test_the_postgres_instance_stores_runs_event_logs_and_schedules(
-    tmp_path: Path, service_urls: ServiceUrls, fresh_database_url: str
+    tmp_path: Path, scratch_redis, fresh_database_url: str
 ) -> None:
-    env = _env(tmp_path, service_urls, fresh_database_url)
+    env = _env(tmp_path, scratch_redis(10), fresh_database_url)
     home = Path(env["DAGSTER_HOME"])
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")

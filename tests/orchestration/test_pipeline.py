@@ -26,8 +26,10 @@ PRODUCTION = ("price_model_production", "sentiment_model_production", "risk_mode
 
 
 @pytest.fixture(scope="module")
-def loop_env(tmp_path_factory: pytest.TempPathFactory, service_urls: ServiceUrls) -> Iterator[dict[str, str]]:
-    with pipeline_env(tmp_path_factory.mktemp("rrr"), service_urls) as env:
+def loop_env(
+    tmp_path_factory: pytest.TempPathFactory, service_urls: ServiceUrls, scratch_redis
+) -> Iterator[dict[str, str]]:
+    with pipeline_env(tmp_path_factory.mktemp("rrr"), service_urls, redis_url=scratch_redis(10)) as env:
         yield env
 
 

@@ -27,13 +27,16 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def real_loop(tmp_path_factory: pytest.TempPathFactory, service_urls: ServiceUrls) -> Iterator[tuple[dict, str]]:
+def real_loop(
+    tmp_path_factory: pytest.TempPathFactory, service_urls: ServiceUrls, scratch_redis
+) -> Iterator[tuple[dict, str]]:
     from orchestration.real_data import export_index_bars
 
     home = tmp_path_factory.mktemp("real")
     source = home / "source"
     assert export_index_bars(source, SETTINGS["RRR_PARTITIONS_START"], SETTINGS["RRR_PARTITIONS_END"]) == 502
-    with pipeline_env(home / "rrr", service_urls, RRR_SOURCE_DIR=str(source), **SETTINGS) as env:
+    redis_url = scratch_redis(10)
+    with pipeline_env(home / "rrr", service_urls, redis_url=redis_url, RRR_SOURCE_DIR=str(source), **SETTINGS) as env:
         out = dagster(env, "job", "execute", "-m", "orchestration.definitions", "-j", "whole_loop")
         yield env, out.stdout + out.stderr
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -21,12 +20,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
 
 
 @pytest.fixture(scope="module")
-def recorded_loop(tmp_path_factory: pytest.TempPathFactory, service_urls: ServiceUrls) -> Iterator[tuple[dict, str]]:
+def recorded_loop(
+    tmp_path_factory: pytest.TempPathFactory, service_urls: ServiceUrls, scratch_redis
+) -> Iterator[tuple[dict, str]]:
     home = tmp_path_factory.mktemp("recorded")
-    # The engine writes its live features online: keep them in a Redis database of their own (they
-    # expire with the store's TTL), away from the keys of the other tests and of a user's demo.
-    redis_url = urlsplit(service_urls.redis_url)._replace(path="/9").geturl()
-    with pipeline_env(home / "rrr", service_urls, RRR_SOURCE="recorded", REDIS_URL=redis_url) as env:
+    # The engine writes its live features online: keep them in a Redis database of their own,
+    # away from the keys of the other tests and of a user's demo.
+    redis_url = scratch_redis(9)
+    with pipeline_env(home / "rrr", service_urls, redis_url=redis_url, RRR_SOURCE="recorded") as env:
         record = [
             sys.executable, "-m", "engine", "record", "--replay", "3", "--speed", "0", "--market-clock",
             "--duration", "20", "--no-books",

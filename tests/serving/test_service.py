@@ -13,12 +13,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pytest
-import redis
 
 from feature_store.features.catalog import PRICE, RISK, SENTIMENT
 from feature_store.online_layout import OnlineLayout
@@ -42,16 +41,10 @@ def _python(env: dict[str, str], code: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _db_url(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{db}"))
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, service_urls):
+def stack(tmp_path_factory, scratch_redis):
     home = tmp_path_factory.mktemp("serving")
-    redis_url = _db_url(service_urls.redis_url, 11)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_url = scratch_redis(11)
     env = {
         **os.environ,
         "RRR_HOME": str(home),
@@ -196,6 +189,62 @@ def test_bad_inputs_get_4xx_naming_the_problem_and_the_service_keeps_serving(sta
     assert err.status == 404 and "NOPE" in err.message
 
     assert call(stack, "forecast", ["T000"], LAST)["symbols"] == ["T000"]  # still serving
+
+
+def _post(url: str, path: str, body: bytes, content_type: str | None = "application/json") -> tuple[int, object]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = urllib.request.Request(f"{url}/{path}", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def _log_lines(stack) -> list[str]:
+    path = Path(stack["env"]["RRR_HOME"]) / "serving.log"
+    return path.read_text(errors="replace").splitlines()
+
+
+def test_malformed_requests_get_a_4xx_and_one_log_line_each(stack) -> None:
+    url = stack["url"]
+    before = len(_log_lines(stack))
+    malformed = [
+        ("versions", b"{}", "multipart/form-data", 415),  # a form without its boundary
+        ("sentiment", b'--x\r\n\r\n{"texts": ["a"]}', "multipart/form-data; boundary=x", 415),
+        ("forecast", b"symbols=T000", "application/x-www-form-urlencoded", 415),
+        ("forecast", b'{"symbols": ["T000"], "max_age_s": NaN}', "application/json", 400),  # NaN would turn it off
+        ("forecast", b'{"symbols": ["T000"], "max_age_s": -1}', "application/json", 400),
+        ("forecast", b'{"symbols": ["T000"], "max_age_s": Infinity}', "application/json", 400),
+        ("portfolio_risk", b'{"positions": {"T000": NaN}}', "application/json", 400),
+        ("risk", b'{"returns": {"T000": [NaN, 0.01, 0.02]}}', "application/json", 400),
+        ("forecast", b"not json", "application/json", 400),
+        ("forecast_windows", b'{"c": 1}', "application/json", 400),
+    ]
+    for path, body, content_type, status in malformed:
+        got, answer = _post(url, path, body, content_type)
+        assert got == status, (path, body, got, answer)
+    assert _post(url, "forecast_windows", b'{"requests": []}') == (200, [])  # an empty batch: nothing to do
+    time.sleep(0.5)
+    added = [line for line in _log_lines(stack)[before:] if "/livez" not in line and "/readyz" not in line]
+    assert not any("Traceback" in line for line in added), "\n".join(added)
+    assert len(added) == len(malformed), "\n".join(added)  # one line per rejected request
+    assert call(stack, "forecast", ["T000"], LAST, max_age_s=1e12)["symbols"] == ["T000"]  # still serving
+
+
+def test_schemathesis_gets_no_5xx_from_any_operation(stack, tmp_path: Path) -> None:
+    from benchmarks.bench_api_fuzz import fuzz
+
+    before = len(_log_lines(stack))
+    for mode in ("positive", "negative"):
+        result = fuzz(stack["url"], tmp_path, examples=25, seed=7, mode=mode)
+        assert sum(result["statuses"].values()) > 100, result["summary"]
+        assert result["server_errors"] == [], result["summary"]
+    added = _log_lines(stack)[before:]
+    assert not any("Traceback" in line for line in added), "\n".join(added[-50:])
 
 
 def test_sentiment_batches_concurrent_requests(stack) -> None:

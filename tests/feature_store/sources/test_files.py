@@ -152,6 +152,129 @@ def test_bad_trade_files_name_the_file_row_and_problem(tmp_path: Path, body, bad
     assert info.value.row == bad_line and problem in info.value.problem
 
 
+def _kline(**changes: str) -> str:
+    """The first Binance kline row with some of its fields replaced."""
+    fields = BINANCE_KLINES.splitlines()[0].split(",")
+    names = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "trades"]
+    for name, value in changes.items():
+        fields[names.index(name)] = value
+    return ",".join(fields) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        (_kline(quote_volume="abc"), "quote_volume 'abc' is not a number"),
+        (_kline(quote_volume=""), "quote_volume is missing"),
+        (_kline(trades="1e30"), "trades '1e30' is larger than 1e+15"),
+        (_kline(trades="1327.5"), "trades '1327.5' is not a whole number"),
+        (_kline(trades="-1"), "trades must be >= 0"),
+    ],
+)
+def test_bad_binance_klines_name_the_row_and_never_truncate(tmp_path: Path, row: str, problem: str) -> None:
+    path = tmp_path / "BTCUSDT-1m-2024-01-01.csv"
+    lines = BINANCE_KLINES.splitlines(keepends=True)
+    path.write_text(
+        lines[0]
+        + lines[1].replace(lines[1].split(",")[0], "1704067260000")
+        + row.replace("1704067200000,", "1704067320000,", 1)
+    )
+    with pytest.raises(DataValidationError) as info:
+        read_bars_file(path)
+    assert info.value.row == 3 and problem in info.value.problem, info.value
+
+
+@pytest.mark.parametrize(
+    ("body", "bad_line", "problem"),
+    [
+        ("1704067200,AB\x00C,10,1,buy,1\n", 2, "symbol 'AB\\x00C' is not valid"),
+        ("1704067200,ABC,10,1,buy,1\n1704067201,BTC USD,10,1,buy,2\n", 3, "symbol 'BTC USD' is not valid"),
+        ("1704067200,ABC,10,1,buy,7\x00\n", 2, "trade_id '7\\x00' is not valid"),
+        # a mixed time column names the row that differs, not the first one
+        ("1704067200,ABC,10,1,buy,1\n2024-01-01T00:00:01Z,ABC,10,1,buy,2\n", 3, "is text where row 2"),
+        ("2024-01-01T00:00:00Z,ABC,10,1,buy,1\n1704067201,ABC,10,1,buy,2\n", 3, "is a number where row 2"),
+        ("1704067200,ABC,10,1,buy,1\n1704067201000,ABC,10,1,buy,2\n", 3, "reads as milliseconds where row 2"),
+        ("1704067200,ABC,10,1e30,buy,1\n", None, None),  # a huge size is a size: stored as given
+    ],
+)
+def test_bad_text_and_mixed_times_in_trade_files(tmp_path: Path, body: str, bad_line, problem) -> None:
+    path = tmp_path / "trades.csv"
+    path.write_text("timestamp,symbol,price,size,side,trade_id\n" + body)
+    if problem is None:
+        assert read_trades_file(path)["size"].tolist() == [1e30]
+        return
+    with pytest.raises(DataValidationError) as info:
+        read_trades_file(path)
+    assert info.value.row == bad_line and problem in info.value.problem, info.value
+
+
+def test_importing_the_same_trades_twice_is_refused_without_replace(tmp_path: Path, fresh_database_url: str) -> None:
+    path = tmp_path / "BTCUSDT-trades-2024-01-01.csv"
+    path.write_text(BINANCE_TRADES)
+    other = tmp_path / "ETHUSDT-trades-2024-01-01.csv"
+    other.write_text(BINANCE_TRADES)
+
+    async def run() -> list[int]:
+        pool = await open_pool(fresh_database_url)
+        try:
+            store = MarketDataStore(pool)
+            counts = [await import_file(store, path, "trades")]
+            with pytest.raises(DataValidationError, match=r"trades of BTCUSDT are already stored.*--replace"):
+                await import_file(store, path, "trades")
+            counts.append(await store.count("trades"))
+            counts.append(await import_file(store, path, "trades", replace=True))
+            counts.append(await import_file(store, other, "trades"))  # another symbol, same span: fine
+            counts.append(await store.count("trades"))
+            return counts
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()) == [3, 3, 3, 3, 6]
+
+
+def test_seeded_fuzz_of_bar_and_trade_files_gives_a_table_or_a_named_row(tmp_path: Path) -> None:
+    """Mutated real files: each either reads or raises DataValidationError naming the file."""
+    import random
+
+    rng = random.Random(2026)
+    seeds = {
+        "BTCUSDT-1m-2024-01-01.csv": (BINANCE_KLINES, read_bars_file),
+        "BTCUSDT-trades-2024-01-01.csv": (BINANCE_TRADES, read_trades_file),
+        "bars.csv": (
+            "timestamp,symbol,open,high,low,close,volume,trades\n"
+            "1704067260,ABC,10,11,9,10.5,100,3\n1704067320,ABC,10,11,9,10.5,100,4\n",
+            read_bars_file,
+        ),
+        "trades.csv": (
+            "timestamp,symbol,price,size,side,trade_id\n"
+            "2024-01-01T00:00:00Z,ABC,10,1,buy,1\n2024-01-01T00:00:01Z,ABC,10,1,sell,2\n",
+            read_trades_file,
+        ),
+    }
+    junk = ["", "nan", "inf", "-1", "1e30", "1.5", "abc", "\x00", "2024-13-01", "0", " ", "NULL", "1e-30", "9" * 40]
+    outcomes = {"read": 0, "rejected": 0}
+    for n in range(400):
+        name, (text, reader) = rng.choice(list(seeds.items()))
+        lines = text.splitlines()
+        row = rng.randrange(len(lines))
+        fields = lines[row].split(",")
+        fields[rng.randrange(len(fields))] = rng.choice(junk)
+        lines[row] = ",".join(fields)
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        path = folder / name
+        path.write_text("\n".join(lines) + "\n")
+        try:
+            table = reader(path)
+        except DataValidationError as exc:
+            assert exc.source == str(path), exc
+            outcomes["rejected"] += 1
+            continue
+        outcomes["read"] += 1
+        assert not table.isna().any().any()
+    assert outcomes["read"] > 0 and outcomes["rejected"] > 100
+
+
 def test_trades_may_share_a_timestamp(tmp_path: Path) -> None:
     path = tmp_path / "trades.csv"
     path.write_text("timestamp,symbol,price,size,side,trade_id\n1704067200,ABC,10,1,buy,1\n1704067200,ABC,10,1,buy,2\n")
