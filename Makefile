@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rrr-installed
 
-.PHONY: install demo test bench stop lint clean
+.PHONY: install demo test bench soak api-fuzz stop lint clean
 
 # torch first and pinned: pip then takes the local CPU wheel instead of several GB of CUDA.
 $(STAMP): pyproject.toml
@@ -22,10 +22,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest
+	rm -f .coverage .coverage.*
+	$(PY) -m pytest --cov --cov-report=
+	$(PY) -m benchmarks.coverage_report
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# The engine, the model service and the replay exchange under scheduled faults: `make soak MINUTES=60`.
+MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) -m benchmarks.soak --minutes $(MINUTES)
+
+# Schemathesis over every operation of the model service's OpenAPI (0 answers 5xx).
+api-fuzz: $(STAMP)
+	$(PY) -m benchmarks bench_api_fuzz
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -114,9 +114,12 @@ class WindowsRequest(BaseModel):
         # Shape, column and version checks need the served model. They run here, before the request
         # is batched with others, so that one caller's bad input never fails another caller's batch.
         try:
-            array = np.asarray(self.windows, np.float32)
+            with np.errstate(over="ignore"):
+                array = np.asarray(self.windows, np.float32)
         except ValueError as exc:
             raise ValueError(f"windows are not a rectangular N x W x F array: {exc}") from None
+        if np.isinf(array).any():
+            raise ValueError("windows hold values beyond the float32 range (about 3.4e38)")
         if _SLOTS is not None and "price" in _SLOTS.served():  # without a model the API answers 503
             served = _SLOTS.get("price")
             try:

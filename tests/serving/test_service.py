@@ -223,9 +223,10 @@ def test_malformed_requests_get_a_4xx_and_one_log_line_each(stack) -> None:
         ("risk", b'{"returns": {"T000": [NaN, 0.01, 0.02]}}', "application/json", 400),
         ("forecast", b"not json", "application/json", 400),
         ("forecast_windows", b'{"c": 1}', "application/json", 400),
+        ("forecast_windows", b'{"requests": [{"windows": [[[1e300]]], "feature_sets": {"p": "v"}}]}', None, 400),
     ]
     for path, body, content_type, status in malformed:
-        got, answer = _post(url, path, body, content_type)
+        got, answer = _post(url, path, body, content_type or "application/json")
         assert got == status, (path, body, got, answer)
     assert _post(url, "forecast_windows", b'{"requests": []}') == (200, [])  # an empty batch: nothing to do
     time.sleep(0.5)
