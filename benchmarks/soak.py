@@ -74,8 +74,10 @@ class Sample:
 
     @classmethod
     def read(cls, at: float, m: dict[str, float], rss: int) -> Sample:
-        failed = m.get("rrr_engine_symbols_rejected", 0) + SYMBOLS * m.get("rrr_engine_bars_without_model", 0)
-        return cls(at, m.get("rrr_engine_decisions", 0) + failed, failed, rss)
+        failed = m.get("rrr_engine_symbols_rejected_total", 0) + SYMBOLS * m.get(
+            "rrr_engine_bars_without_model_total", 0
+        )
+        return cls(at, m.get("rrr_engine_decisions_total", 0) + failed, failed, rss)
 
 
 @dataclass
@@ -257,7 +259,7 @@ class Soak:
             bucket = inside if self.in_window(b.at) else outside
             bucket[0] += b.attempted - a.attempted
             bucket[1] += b.failed - a.failed
-        accepted = {k: v for k, v in final.items() if k.startswith("rrr_engine_accepted_rows")}
+        accepted = {k: v for k, v in final.items() if k.startswith("rrr_engine_accepted_rows_total")}
         lost = 0.0
         for key, value in accepted.items():
             table = key.split('table="')[1].rstrip('"}')
@@ -272,7 +274,7 @@ class Soak:
             "failed_share": outside[1] / outside[0] if outside[0] else 1.0,
             "rows_accepted": sum(accepted.values()),
             "rows_lost": lost,
-            "duplicate_orders": final.get("rrr_engine_duplicate_sends", 0) + stored["orders_sent_twice"],
+            "duplicate_orders": final.get("rrr_engine_duplicate_sends_total", 0) + stored["orders_sent_twice"],
             "orders": float(stored["orders"]),
             "fills": float(stored["fills"]),
             "rss_growth": rss1 / rss0 - 1 if rss0 else 0.0,
@@ -303,15 +305,13 @@ def _wait_gone(pid: int, timeout_s: float = 30.0) -> None:
 
 
 def _last_json(text: str) -> dict[str, object]:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict):
-                return value
-    return {}
+    """The engine's ``--json`` summary (the JSON object its output ends with), or {}."""
+    start = text.find("{")
+    try:
+        value = json.loads(text[start:]) if start >= 0 else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 async def _stored(database_url: str) -> dict[str, int]:
@@ -340,7 +340,7 @@ async def _stored(database_url: str) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="how long to run (default 10)")
-    parser.add_argument("--every", type=float, default=45.0, help="seconds between faults (default 45)")
+    parser.add_argument("--every", type=float, default=60.0, help="seconds between faults (default 60)")
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="rrr-soak-"))
     soak = Soak(home, args.minutes, args.every)

@@ -16,6 +16,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from tests.orchestration.pipeline_helpers import untraced
+
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")]
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -38,15 +40,17 @@ def _free_port() -> int:
 
 
 def _env(tmp_path: Path, redis_url: str, database_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "RRR_HOME": str(tmp_path / "home"),
-        "DAGSTER_HOME": str(tmp_path / "dagster"),
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "PYTHONWARNINGS": "ignore",
-    }
+    return untraced(
+        {
+            **os.environ,
+            "RRR_HOME": str(tmp_path / "home"),
+            "DAGSTER_HOME": str(tmp_path / "dagster"),
+            "BENTOML_HOME": str(tmp_path / "bentoml"),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
 
 
 def test_dagster_dev_serves_every_asset_check_schedule_and_sensor_and_stops_cleanly(

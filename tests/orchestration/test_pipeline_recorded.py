@@ -7,8 +7,11 @@ days include tomorrow: the partitions must still cover every day the engine reco
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +20,20 @@ from feature_store.services import ServiceUrls
 from tests.orchestration.pipeline_helpers import check_result, dagster, instance, latest, pipeline_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")]
+
+
+def _stored_bars(database_url: str) -> int:
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            exists = await conn.fetchval("SELECT to_regclass('bars') IS NOT NULL")
+            return int(await conn.fetchval("SELECT count(*) FROM bars")) if exists else 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +45,24 @@ def recorded_loop(
     # away from the keys of the other tests and of a user's demo.
     redis_url = scratch_redis(9)
     with pipeline_env(home / "rrr", service_urls, redis_url=redis_url, RRR_SOURCE="recorded") as env:
+        # Record until 1,500 one-minute bars are stored (500 per symbol: enough for the models,
+        # less than the longest lookback of 720), however fast this machine replays.
         record = [
-            sys.executable, "-m", "engine", "record", "--replay", "3", "--speed", "0", "--market-clock",
-            "--duration", "20", "--no-books",
+            sys.executable, "-m", "engine", "record", "--replay", "3", "--speed", "0", "--market-clock", "--no-books",
         ]  # fmt: skip
-        out = subprocess.run(record, env=env, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr[-3000:]
+        process = subprocess.Popen(record, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while _stored_bars(env["DATABASE_URL"]) < 1500:
+                assert process.poll() is None, process.communicate()[1][-3000:]
+                assert time.monotonic() < deadline, "fewer than 1,500 bars recorded in 300 s"
+                time.sleep(0.5)
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, err[-3000:]
         run = dagster(env, "job", "execute", "-m", "orchestration.definitions", "-j", "whole_loop")
         yield env, run.stdout + run.stderr
 
