@@ -67,6 +67,7 @@ from serving.errors import BadInputError, ModelUnavailableError, RequestError  #
 from serving.guards import ApiKeyMiddleware, JsonBodyMiddleware, install_one_line_rejections  # noqa: E402
 
 log = logging.getLogger("serving.service")
+log.setLevel(logging.INFO)  # hot swaps are logged (INFO); the root logger of the server keeps WARNING
 
 CUDA = torch.cuda.is_available()
 

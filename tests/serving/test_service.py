@@ -337,6 +337,9 @@ def test_hot_swap_and_rollback_under_load(stack) -> None:
     assert seen[0] == new and seen[-1] == old
     assert call(stack, "versions")["models"]["price"]["tag"] == old
     assert call(stack, "versions")["models"]["price"]["strategy"] is None  # the sample model has none
+    time.sleep(0.5)
+    swaps = [line for line in _log_lines(stack) if "swapped price" in line]
+    assert any(f"{old} -> {new}" in line for line in swaps) and any(f"{new} -> {old}" in line for line in swaps)
 
 
 def test_api_key_protects_everything_but_the_probes(stack) -> None:
@@ -410,3 +413,17 @@ def test_a_bad_request_never_fails_the_good_ones_batched_with_it(stack) -> None:
     results = run(mixed())
     assert all(isinstance(r, dict) and len(r["mean"]) == 1 for r in results[:12])
     assert [r.status for r in results[12:]] == [400, 400]
+
+
+def test_the_dashboard_names_series_the_service_exposes(stack) -> None:
+    """Run after the forecasts and hot swaps above: the dashboard's service panels read real series."""
+    import re
+    import urllib.request
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/engine_dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {m for e in exprs for m in re.findall(r"rrr_(?:request|serving)_[a-z0-9_]+", e)}
+    with urllib.request.urlopen(f"{stack['url']}/metrics") as resp:
+        text = resp.read().decode()
+    exposed = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert used and used <= exposed, sorted(used - exposed)
