@@ -428,6 +428,10 @@ async def _run(args: argparse.Namespace) -> int:
         progress=_trade_progress(args),
     )
     _print_summary(args, summary)
+    failure = summary.failure()
+    if failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

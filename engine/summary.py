@@ -67,6 +67,16 @@ class TradeSummary:
             reasons.append(f"{n} denied by {check}")
         return "; ".join(reasons) or "no symbol was forecast"
 
+    def failure(self) -> str:
+        """Why the run failed as a whole (empty when it did not): no feed ever connected, or not
+        one bar could be decided for want of forecasts. The CLI exits 1 with this."""
+        if self.feeds and not any(f.get("connects") for f in self.feeds.values()):
+            errors = "; ".join(f"{venue}: {f.get('last_error') or 'no answer'}" for venue, f in self.feeds.items())
+            return f"no feed ever connected ({errors})"
+        if self.bars and self.bars_without_model == self.bars:
+            return f"the model service gave no forecast at any of {self.bars} bars (last error: {self.last_error})"
+        return ""
+
     def lines(self) -> list[str]:
         def ms(pair: tuple[float | None, float | None]) -> str:
             return "n/a" if pair[0] is None else f"p50 {pair[0]:.1f} ms, p99 {pair[1]:.1f} ms"

@@ -40,3 +40,42 @@ def test_the_engine_computes_the_sets_the_served_models_read_beside_those_asked_
 
     names = [fs.name for fs in online_sets(["price", "risk", "sentiment"], ("price_ohlcv", "risk", "unknown"))]
     assert names == ["price", "risk", "sentiment", "price_ohlcv"]
+
+
+def test_a_run_whose_feed_never_connects_exits_1_and_says_why(database_url: str, scratch_redis) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from serving.launcher import free_port
+
+    closed = free_port()  # nothing listens there
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": scratch_redis(15), "PYTHONWARNINGS": "ignore"}
+    argv = [
+        sys.executable, "-m", "engine", "run", "--coinbase-url", f"ws://127.0.0.1:{closed}/", "--symbols", "BTC-USD",
+        "--duration", "3", "--warmup-bars", "0", "--metrics-port", "-1", "--quiet", "--account", "noconnect",
+        "--serving-url", f"http://127.0.0.1:{free_port()}",
+    ]  # fmt: skip
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no feed ever connected (coinbase: ") and "Connect call failed" in last, last
+
+
+def test_a_run_that_never_gets_a_forecast_exits_1_and_says_why(database_url: str, scratch_redis) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from serving.launcher import free_port
+
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": scratch_redis(15), "PYTHONWARNINGS": "ignore"}
+    argv = [
+        sys.executable, "-m", "engine", "run", "--replay", "2", "--bar-seconds", "1", "--duration", "5",
+        "--warmup-bars", "0", "--no-books", "--metrics-port", "-1", "--quiet", "--account", "noservice",
+        "--serving-url", f"http://127.0.0.1:{free_port()}", "--model-timeout", "0.5",
+    ]  # fmt: skip
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the model service gave no forecast at any of "), last
