@@ -185,7 +185,11 @@ def get(tag: str) -> ModelRecord:
 def list_models(name: str | None = None, stage: str | None = None) -> list[ModelRecord]:
     """Stored versions, newest first, optionally of one name and one stage."""
     bentoml = _bentoml()
-    records = [_record(m) for m in bentoml.models.list(name)]
+    try:
+        stored = bentoml.models.list(name)
+    except bentoml.exceptions.NotFound:  # no version of that name yet (an empty store)
+        return []
+    records = [_record(m) for m in stored]
     if stage is not None:
         records = [r for r in records if r.stage == stage]
     return sorted(records, key=lambda r: r.created, reverse=True)

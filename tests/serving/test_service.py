@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -201,7 +202,8 @@ def _post(url: str, path: str, body: bytes, content_type: str | None = "applicat
         with urllib.request.urlopen(request) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+        with exc:
+            return exc.code, json.loads(exc.read() or b"null")
 
 
 def _log_lines(stack) -> list[str]:
@@ -427,3 +429,48 @@ def test_the_dashboard_names_series_the_service_exposes(stack) -> None:
         text = resp.read().decode()
     exposed = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
     assert used and used <= exposed, sorted(used - exposed)
+
+
+def test_with_no_models_the_service_starts_not_ready_and_answers_503(tmp_path: Path, scratch_redis) -> None:
+    import urllib.error
+    import urllib.request
+
+    port = launcher.free_port()
+    env = {
+        **os.environ,
+        "RRR_HOME": str(tmp_path),
+        "BENTOML_HOME": str(tmp_path / "bentoml"),  # an empty model store
+        "BENTOML_DO_NOT_TRACK": "true",
+        "REDIS_URL": scratch_redis(11),
+    }
+    argv = [sys.executable, "-m", "bentoml", "serve", launcher.TARGET, "--host", "127.0.0.1", "--port", str(port)]
+    log = (tmp_path / "serving.log").open("wb")
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (tmp_path / "serving.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/livez", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "serving.log").read_text()[-3000:]
+                time.sleep(0.5)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{url}/readyz", timeout=5)
+        info.value.close()
+        assert info.value.code == 503
+        assert _post(url, "forecast", b'{"symbols": ["BTC-USD"]}')[0] == 503
+        assert _post(url, "versions", b"{}") == (
+            200,
+            {"models": {}, "ready": False, "device": "cpu", "torch_threads": 1, "last_error": None},
+        )
+        time.sleep(3)  # still up: no crash loop
+        assert process.poll() is None
+        assert "Traceback" not in (tmp_path / "serving.log").read_text()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        log.close()
