@@ -265,7 +265,9 @@ def _ensure_postgres(home: Path, entry: dict[str, Any] | None, database: str) ->
                 "-t",
                 str(int(START_TIMEOUT_S)),
                 "-o",
-                f"-p {port}",
+                # WAL kept below 1 GB (the checkpoint recycles the rest), also for data folders
+                # created when the limit was 4 GB: the command line overrides postgresql.conf.
+                f"-p {port} -c max_wal_size=1GB -c min_wal_size=80MB",
                 "start",
             ],
         )
@@ -329,7 +331,7 @@ def _initdb(pgdata: Path, password: str, run_as: str | None) -> None:
             "unix_socket_directories = ''\n"
             "max_connections = 200\n"
             "shared_buffers = '256MB'\n"
-            "max_wal_size = '4GB'\n"
+            "max_wal_size = '1GB'\n"
             "checkpoint_timeout = '15min'\n"
         )
 
@@ -586,6 +588,16 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):  # a file removed while walking (a recycled WAL segment)
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
 def _tail(path: Path, lines: int = 5) -> str:
     try:
         return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -614,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("postgres", "redis"):
             entry = status.get(name, {})
             state = f"running pid {entry['pid']} port {entry.get('port')}" if entry.get("running") else "stopped"
-            print(f"{name}: {state}")
+            folder = _pg_data(settings.home).parent if name == "postgres" else _valkey_root(settings.home)
+            print(f"{name}: {state}, {_folder_bytes(folder) / 2**30:.2f} GiB in {folder}")
     else:
         urls = resolve_service_urls(settings, start=False)
         print(json.dumps({"DATABASE_URL": urls.database_url, "REDIS_URL": urls.redis_url}))

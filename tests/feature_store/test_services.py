@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -57,6 +59,19 @@ def test_servers_start_are_reused_by_a_second_process_and_stop(private_home: Pat
     ports = [first["postgres"]["port"], first["redis"]["port"]]
     assert all(_port_open(p) for p in ports)
     assert (private_home / "services.json").stat().st_mode & 0o077 == 0  # holds passwords
+    status = _services(private_home, "status")
+    assert re.search(r"postgres: running pid \d+ port \d+, [0-9.]+ GiB in \S+postgres", status), status
+
+    async def wal() -> str:
+        import asyncpg
+
+        conn = await asyncpg.connect(urls["DATABASE_URL"])
+        try:
+            return str(await conn.fetchval("SHOW max_wal_size"))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(wal()) == "1GB"  # the WAL does not grow to gigabytes
 
     out = _services(private_home, "stop")
     assert "postgres" in out and "redis" in out
