@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from serving import registry
+from serving.errors import ModelNotFoundError, PromotionError, RegistryError
 
 __all__ = ["save_price", "save_risk", "save_sentiment", "seed"]
 
@@ -84,7 +86,27 @@ def save_risk(seed: int = 0, score: float = 1.0) -> registry.ModelRecord:
 
 
 def seed(*, promote: bool = True, interval_s: int = 60) -> dict[str, str]:
-    """Save (and promote) one sample model of each kind for ``interval_s`` bars; returns name -> tag."""
+    """Save (and promote) one sample model of each kind for ``interval_s`` bars; returns name -> tag.
+
+    Raises:
+        PromotionError: ``promote`` and the store already serves trained models (the pipeline's):
+            sample models never replace them, and nothing is saved.
+    """
+    if promote:
+        trained = []
+        for name in ("price", "sentiment", "risk"):
+            try:
+                current = registry.production(name)
+            except ModelNotFoundError:
+                continue
+            if not current.metadata.get("sample"):
+                trained.append(current.tag)
+        if trained:
+            raise PromotionError(
+                f"the model store {registry.store_path()} already serves trained models ({', '.join(trained)}); "
+                "sample models would not replace them and none was saved. Point BENTOML_HOME at another "
+                "folder to try sample models, or pass --no-promote to keep them as candidates"
+            )
     records = {"price": save_price(interval_s=interval_s), "sentiment": save_sentiment(), "risk": save_risk()}
     if promote:
         for record in records.values():
@@ -97,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-promote", action="store_true", help="save them as candidates only")
     parser.add_argument("--interval-s", type=int, default=60, help="bar length of the features they read")
     args = parser.parse_args(argv)
-    print(json.dumps(seed(promote=not args.no_promote, interval_s=args.interval_s)))
+    try:
+        print(json.dumps(seed(promote=not args.no_promote, interval_s=args.interval_s)))
+    except RegistryError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

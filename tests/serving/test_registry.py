@@ -84,3 +84,15 @@ def test_cli_lists_and_reports_errors(capsys) -> None:
     assert registry.main(["promote", failing.tag]) == 1
     assert f"{failing.tag} failed its gates" in capsys.readouterr().err
     assert registry.main(["show", "price:nope"]) == 1
+
+
+def test_sample_models_never_replace_trained_ones_and_save_nothing_when_refused() -> None:
+    from serving import sample_models
+
+    trained = _save(0.99)
+    registry.promote(trained.tag, champion_score=-1.0)  # whatever an earlier test left in production
+    before = len(registry.list_models())
+    with pytest.raises(PromotionError, match=f"already serves trained models \\({trained.tag}"):
+        sample_models.seed()
+    assert len(registry.list_models()) == before  # no sample candidate left behind
+    assert registry.production("price").tag == trained.tag
