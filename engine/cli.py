@@ -230,10 +230,26 @@ def _trading_options(args: argparse.Namespace) -> TradingOptions:
         raise ConfigError(str(exc)) from exc
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Help that shows each option's default, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsShown)
+        super().__init__(*args, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="The RRRalgorithms trading engine.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection event")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     rec = sub.add_parser("record", help="stream venues into Redis (features) and PostgreSQL (trades, bars, books)")
     _stream_arguments(rec)

@@ -201,7 +201,9 @@ class TradingStore:
             async with self.pool.acquire() as conn:
                 account = await conn.fetchrow("SELECT * FROM accounts WHERE account = $1", self.account)
                 if account is None:
-                    raise StorageError(f"account {self.account!r} does not exist")
+                    known = [r["account"] for r in await conn.fetch("SELECT account FROM accounts ORDER BY account")]
+                    listed = ", ".join(known) if known else "none yet (engine run or backtest creates one)"
+                    raise StorageError(f"account {self.account!r} does not exist; the accounts stored: {listed}")
                 fills = await conn.fetch(
                     "SELECT f.* FROM fills f JOIN orders o USING (client_order_id) WHERE o.account = $1 "
                     "ORDER BY f.seq, f.ts_ns, f.client_order_id, f.fill_id",

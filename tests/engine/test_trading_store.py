@@ -172,3 +172,19 @@ def test_a_spool_file_that_is_not_a_journal_is_named_and_kept(fresh_database_url
 
     asyncio.run(scenario())
     assert bad.exists()
+
+
+def test_an_unknown_account_is_named_with_the_accounts_stored(fresh_database_url: str) -> None:
+    async def scenario() -> None:
+        pool = await open_pool(fresh_database_url, min_size=1, max_size=1)
+        try:
+            with pytest.raises(StorageError, match="none yet"):
+                await TradingStore(pool, "nosuch").load()
+            for name in ("beta", "alpha"):
+                await TradingStore(pool, name).ensure_account(D(1000), 1)
+            with pytest.raises(StorageError, match="'nosuch' does not exist; the accounts stored: alpha, beta"):
+                await TradingStore(pool, "nosuch").load()
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
