@@ -79,3 +79,13 @@ def test_a_run_that_never_gets_a_forecast_exits_1_and_says_why(database_url: str
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-3000:]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the model service gave no forecast at any of "), last
+
+
+def test_help_shows_the_defaults() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "engine", "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    assert "cash of a new account (default: 1000000)" in text and "(default: None)" not in text
