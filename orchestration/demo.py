@@ -136,7 +136,10 @@ def _pipeline(settings: OrchestrationSettings) -> bool:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             print(f"  step {event.step_key} failed: {event.message}")
-    print("the UI: `DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " .venv/bin/dagster dev` (reads workspace.yaml)")
+    print(
+        "the UI: `DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " .venv/bin/dagster dev -p 3001`, then "
+        "http://127.0.0.1:3001 (the model service holds 3000)"
+    )
     print("models: `.venv/bin/python -m serving.registry list`")
     return bool(result.success)
 
