@@ -42,7 +42,7 @@ def test_the_engine_computes_the_sets_the_served_models_read_beside_those_asked_
     assert names == ["price", "risk", "sentiment", "price_ohlcv"]
 
 
-def test_a_run_whose_feed_never_connects_exits_1_and_says_why(database_url: str, scratch_redis) -> None:
+def test_a_run_whose_feed_never_connects_exits_1_and_says_why(fresh_database_url: str, scratch_redis) -> None:
     import os
     import subprocess
     import sys
@@ -50,7 +50,7 @@ def test_a_run_whose_feed_never_connects_exits_1_and_says_why(database_url: str,
     from serving.launcher import free_port
 
     closed = free_port()  # nothing listens there
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": scratch_redis(15), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "DATABASE_URL": fresh_database_url, "REDIS_URL": scratch_redis(15), "PYTHONWARNINGS": "ignore"}
     argv = [
         sys.executable, "-m", "engine", "run", "--coinbase-url", f"ws://127.0.0.1:{closed}/", "--symbols", "BTC-USD",
         "--duration", "3", "--warmup-bars", "0", "--metrics-port", "-1", "--quiet", "--account", "noconnect",
@@ -62,14 +62,14 @@ def test_a_run_whose_feed_never_connects_exits_1_and_says_why(database_url: str,
     assert last.startswith("error: no feed ever connected (coinbase: ") and "Connect call failed" in last, last
 
 
-def test_a_run_that_never_gets_a_forecast_exits_1_and_says_why(database_url: str, scratch_redis) -> None:
+def test_a_run_that_never_gets_a_forecast_exits_1_and_says_why(fresh_database_url: str, scratch_redis) -> None:
     import os
     import subprocess
     import sys
 
     from serving.launcher import free_port
 
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": scratch_redis(15), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "DATABASE_URL": fresh_database_url, "REDIS_URL": scratch_redis(15), "PYTHONWARNINGS": "ignore"}
     argv = [
         sys.executable, "-m", "engine", "run", "--replay", "2", "--bar-seconds", "1", "--duration", "5",
         "--warmup-bars", "0", "--no-books", "--metrics-port", "-1", "--quiet", "--account", "noservice",
