@@ -314,15 +314,20 @@ def _last_json(text: str) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
+_COUNTS = {
+    "trades": "SELECT count(*) FROM trades",
+    "bars": "SELECT count(*) FROM bars",
+    "book_snapshots": "SELECT count(*) FROM book_snapshots",
+    "features": "SELECT count(*) FROM features",
+}
+
+
 async def _stored(database_url: str) -> dict[str, int]:
     import asyncpg
 
     conn = await asyncpg.connect(database_url)
     try:
-        out = {}
-        for table in ("trades", "bars", "book_snapshots", "features"):
-            exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
-            out[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table}")) if exists else 0  # noqa: S608
+        out = {table: int(await conn.fetchval(query)) for table, query in _COUNTS.items()}
         out["orders"] = int(await conn.fetchval("SELECT count(*) FROM orders WHERE account = 'soak'"))
         out["orders_sent_twice"] = int(
             await conn.fetchval("SELECT count(*) FROM orders WHERE account = 'soak' AND sends > 1")

@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 import uuid
 from collections import deque
@@ -43,6 +42,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from engine.durable import write_durably
 from feature_store.database import ensure_partitions, open_pool
 from feature_store.errors import StorageError
 from feature_store.features.registry import FeatureSet
@@ -377,13 +377,8 @@ class Recorder:
 
     def _spill(self, batch: _Batch) -> None:
         path = self.spool_dir / "pending" / f"{batch.batch_id}.{batch.table}.json"
-        tmp = path.with_suffix(".tmp")
         rows = [_jsonable(row) for row in batch.rows]
-        with tmp.open("wb") as handle:
-            handle.write(orjson.dumps({"batch_id": batch.batch_id, "table": batch.table, "rows": rows}))
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.rename(path)
+        write_durably(path, orjson.dumps({"batch_id": batch.batch_id, "table": batch.table, "rows": rows}))
         batch.path = path
         batch.rows = []  # the file holds them now
         self.stats.batches_spilled += 1

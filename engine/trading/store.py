@@ -9,20 +9,15 @@
   decisions and events are idempotent (``ON CONFLICT DO NOTHING``).
 * :meth:`TradingStore.load` rebuilds an account after a restart: the portfolio from its
   fills (replayed in their original order), its open orders, and its risk state.
-* :meth:`TradingStore.spool` keeps a journal PostgreSQL cannot take at stop in a file, and
-  :meth:`TradingStore.write_spooled` writes such files first at the next start. Every
+* :meth:`TradingStore.write_spooled` writes first, at the next start, the journals spooled to
+  files (:mod:`engine.trading.spool`) at a stop with PostgreSQL away. Every
   statement is idempotent, so a file written twice (a crash between the commit and its
   removal) stores nothing twice.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
-import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -30,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
 from engine.trading.core import Journal
 from engine.trading.orders import OPEN_STATUSES, Fill, Order
 from engine.trading.portfolio import Portfolio
 from engine.trading.risk import PreTradeRisk
+from engine.trading.spool import JournalWrite, read_spooled
 from feature_store.database import ensure_partitions
 from feature_store.errors import StorageError
 
@@ -273,38 +268,23 @@ class TradingStore:
             raise StorageError(f"storing {len(orders)} orders failed; none is sent: {exc}") from exc
         return {r["client_order_id"] for r in rows}
 
-    async def write(
-        self,
-        journal: Journal,
-        portfolio: Portfolio,
-        risk: PreTradeRisk,
-        now_ns: int,
-        *,
-        checkpoint: tuple[int, int] | None = None,
-        realized: Sequence[tuple[int, str, float]] = (),
-        fill_seq_start: int = 0,
-    ) -> None:
-        """Write ``journal`` and the account's state in one transaction.
-
-        Args:
-            checkpoint: (bar, venue time) of the last bar fully decided, for a resumed backtest.
-            realized: (bar, symbol, realized log return) of earlier decisions.
-            fill_seq_start: the sequence number of the journal's first fill.
+    async def write(self, write: JournalWrite) -> None:
+        """Execute ``write`` (see :meth:`statements`) in one transaction.
 
         Raises:
             StorageError: nothing was written (the caller keeps the journal and retries).
         """
-        await self._execute(
-            self.statements(
-                journal,
-                portfolio,
-                risk,
-                now_ns,
-                checkpoint=checkpoint,
-                realized=realized,
-                fill_seq_start=fill_seq_start,
-            )
-        )
+        try:
+            async with self.pool.acquire() as conn:
+                if write.decision_span is not None:
+                    await ensure_partitions(conn, "decisions", *write.decision_span)
+                async with conn.transaction():
+                    for name, args in write.statements:
+                        await conn.execute(_STATEMENTS[name], *args)
+        except _DB_ERRORS as exc:
+            self.failures += 1
+            raise StorageError(f"writing trading records failed and nothing was stored: {exc}") from exc
+        self.writes += 1
 
     def statements(
         self,
@@ -317,7 +297,14 @@ class TradingStore:
         realized: Sequence[tuple[int, str, float]] = (),
         fill_seq_start: int = 0,
     ) -> JournalWrite:
-        """What :meth:`write` executes, as plain values (what a spool file holds)."""
+        """``journal`` and the account's state as the statements :meth:`write` executes, in plain
+        values (what a spool file holds).
+
+        Args:
+            checkpoint: (bar, venue time) of the last bar fully decided, for a resumed backtest.
+            realized: (bar, symbol, realized log return) of earlier decisions.
+            fill_seq_start: the sequence number of the journal's first fill.
+        """
         out: list[tuple[str, list[Any]]] = []
         decisions = journal.decisions
         if journal.fills:
@@ -377,76 +364,20 @@ class TradingStore:
         span = (decisions[0].ts_ns, decisions[-1].ts_ns) if decisions else None
         return JournalWrite(self.account, out, span, len(journal))
 
-    async def _execute(self, write: JournalWrite) -> None:
-        try:
-            async with self.pool.acquire() as conn:
-                if write.decision_span is not None:
-                    await ensure_partitions(conn, "decisions", *write.decision_span)
-                async with conn.transaction():
-                    for name, args in write.statements:
-                        await conn.execute(_STATEMENTS[name], *args)
-        except _DB_ERRORS as exc:
-            self.failures += 1
-            raise StorageError(f"writing trading records failed and nothing was stored: {exc}") from exc
-        self.writes += 1
-
-    # --- the spool: a journal PostgreSQL could not take at stop -------------------------------
-
-    def spool(self, write: JournalWrite, directory: Path) -> Path:
-        """Keep ``write`` in a file under ``directory`` (written, fsynced, then renamed), for
-        :meth:`write_spooled` at the next start. Returns the file's path."""
-        folder = _spool_folder(directory, self.account)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{time.time_ns():020d}.json"
-        tmp = path.with_suffix(".tmp")
-        body = {
-            "account": write.account,
-            "decision_span": write.decision_span,
-            "entries": write.entries,
-            "statements": [[name, _encode(args)] for name, args in write.statements],
-        }
-        with tmp.open("wb") as handle:
-            handle.write(orjson.dumps(body))
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.rename(path)
-        _fsync_dir(folder)
-        return path
-
     async def write_spooled(self, directory: Path) -> int:
-        """Write the journals this account spooled under ``directory`` (oldest first), removing
-        each file once it is stored; return how many entries were written.
+        """Write the journals this account spooled under ``directory`` at a stop (oldest first),
+        removing each file once it is stored; return how many entries were written.
 
         Raises:
             StorageError: a file could not be written (it and the ones after it stay), or a
                 file is not a spooled journal (named; it is left where it is).
         """
-        folder = _spool_folder(directory, self.account)
         entries = 0
-        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            try:
-                body = orjson.loads(path.read_bytes())
-                statements = [(str(name), _decode(args)) for name, args in body["statements"]]
-                if body["account"] != self.account or any(name not in _STATEMENTS for name, _ in statements):
-                    raise ValueError(f"not a journal of account {self.account!r}")
-                span = body["decision_span"]
-                write = JournalWrite(self.account, statements, tuple(span) if span else None, int(body["entries"]))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise StorageError(f"{path} is not a spooled trading journal ({exc}); move it away to start") from exc
-            await self._execute(write)
+        for path, write in read_spooled(directory, self.account, _STATEMENTS):
+            await self.write(write)
             path.unlink()
             entries += write.entries
         return entries
-
-
-@dataclass(frozen=True)
-class JournalWrite:
-    """The statements of one journal write, with their arguments (see :meth:`TradingStore.statements`)."""
-
-    account: str
-    statements: list[tuple[str, list[Any]]]
-    decision_span: tuple[int, int] | None
-    entries: int
 
 
 _STATEMENTS = {
@@ -458,39 +389,6 @@ _STATEMENTS = {
     "realized": _REALIZED,
     "account": _UPDATE_ACCOUNT,
 }
-
-
-def _spool_folder(directory: Path, account: str) -> Path:
-    safe = account if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", account) and account not in {".", ".."} else None
-    return Path(directory) / "journal" / (safe or hashlib.sha256(account.encode()).hexdigest()[:32])
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _encode(value: Any) -> Any:
-    """Arguments as JSON: a Decimal is kept exactly as ``{"decimal": text}``, a NaN or an
-    infinity (which JSON has not) as ``{"float": text}``."""
-    if isinstance(value, list):
-        return [_encode(v) for v in value]
-    if isinstance(value, Decimal):
-        return {"decimal": str(value)}
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"float": repr(value)}
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    if isinstance(value, dict):
-        return float(value["float"]) if "float" in value else Decimal(value["decimal"])
-    return value
 
 
 def _fill_columns(fills: Sequence[Fill], seq_start: int) -> list[list[Any]]:

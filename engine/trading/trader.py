@@ -38,9 +38,10 @@ from engine.feeds.book import OrderBook
 from engine.feeds.records import Quote
 from engine.latency import LatencyHistogram
 from engine.trading.breaker import CircuitBreaker
-from engine.trading.core import Forecasts, TradingCore
+from engine.trading.core import Forecasts, Journal, TradingCore
 from engine.trading.orders import Order, price_of
 from engine.trading.risk import RiskEvent
+from engine.trading.spool import JournalWrite, spool
 from engine.trading.store import AccountState, TradingStore
 from engine.trading.strategy import StrategyParams
 from feature_store.errors import StorageError
@@ -421,19 +422,9 @@ class Trader:
             core = self.core
             if not len(core.journal) and not self._realized and checkpoint is None:
                 return True
-            journal = core.journal.take()
-            seq_start = core.portfolio.fills - len(journal.fills)
-            realized, self._realized = self._realized, []
+            journal, realized, write = self._take(checkpoint)
             try:
-                await self.store.write(
-                    journal,
-                    core.portfolio,
-                    core.risk,
-                    core.now_ns,
-                    checkpoint=checkpoint,
-                    realized=realized,
-                    fill_seq_start=seq_start,
-                )
+                await self.store.write(write)
             except StorageError as exc:
                 core.journal.put_back(journal)
                 self._realized[:0] = realized
@@ -451,10 +442,18 @@ class Trader:
 
     def spool_journal(self, directory: Path) -> Path | None:
         """Keep the journal not yet written in a file under ``directory`` (see
-        :meth:`TradingStore.spool`); return its path (None: nothing was waiting)."""
-        core = self.core
-        if self.store is None or (not len(core.journal) and not self._realized):
+        :mod:`engine.trading.spool`); return its path (None: nothing was waiting)."""
+        if self.store is None or (not len(self.core.journal) and not self._realized):
             return None
+        write = self._take(None)[2]
+        path = spool(write, directory)
+        self.stats.journal_spooled += write.entries
+        return path
+
+    def _take(self, checkpoint: tuple[int, int] | None) -> tuple[Journal, list[tuple[int, str, float]], JournalWrite]:
+        """Take the journal and the realized returns waiting, with the write that stores them."""
+        assert self.store is not None
+        core = self.core
         journal = core.journal.take()
         realized, self._realized = self._realized, []
         write = self.store.statements(
@@ -462,12 +461,11 @@ class Trader:
             core.portfolio,
             core.risk,
             core.now_ns,
+            checkpoint=checkpoint,
             realized=realized,
             fill_seq_start=core.portfolio.fills - len(journal.fills),
         )
-        path = self.store.spool(write, directory)
-        self.stats.journal_spooled += write.entries
-        return path
+        return journal, realized, write
 
     async def run_flusher(self) -> None:
         """Write the journal every ``flush_s`` until :meth:`stop` (then once more)."""
