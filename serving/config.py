@@ -12,6 +12,10 @@ Variables:
     RRR_SERVING_MAX_SYMBOLS: most symbols (or windows) in one price or risk request (5000).
     RRR_SERVING_MAX_TEXT_CHARS: longest headline accepted (1000).
     RRR_SERVING_MAX_TEXTS: most headlines in one sentiment request (512).
+    RRR_SERVING_BATCH_LATENCY_MS: the latency budget of the batched APIs (``/sentiment``,
+        ``/forecast_windows``) in milliseconds (10000). BentoML's batcher answers 503 to a
+        request it expects to miss this budget, and until it has timed a dozen calls it runs
+        them one at a time, so a small budget sheds a burst that arrives at a fresh service.
     RRR_SERVING_ACCESS_LOG: log every request (``true``/``false``, default ``false``: a log line
         per request costs more than a batch of forecasts at the engine's rate).
     RRR_SERVING_TRACING: open an OpenTelemetry span per request (``true``/``false``, default
@@ -47,6 +51,7 @@ class ServingSettings:
     max_symbols: int = 5000
     max_text_chars: int = 1000
     max_texts: int = 512
+    batch_latency_ms: int = 10_000
     access_log: bool = False
     tracing: bool = False
 
@@ -75,6 +80,7 @@ class ServingSettings:
             max_symbols=_number(env, "RRR_SERVING_MAX_SYMBOLS", 5000, int, 1),
             max_text_chars=_number(env, "RRR_SERVING_MAX_TEXT_CHARS", 1000, int, 1),
             max_texts=_number(env, "RRR_SERVING_MAX_TEXTS", 512, int, 1),
+            batch_latency_ms=_number(env, "RRR_SERVING_BATCH_LATENCY_MS", 10_000, int, 10),
             access_log=_flag(env, "RRR_SERVING_ACCESS_LOG"),
             tracing=_flag(env, "RRR_SERVING_TRACING"),
         )

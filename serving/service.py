@@ -281,7 +281,7 @@ class ModelService:
             }
         )
 
-    @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_symbols, max_latency_ms=1000)
+    @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_symbols, max_latency_ms=SETTINGS.batch_latency_ms)
     async def forecast_windows(self, requests: list[WindowsRequest]) -> JsonList:
         """Forecasts for windows the callers carry; requests are batched into one model call."""
         if not requests:  # an empty batch: nothing to forecast
@@ -308,7 +308,7 @@ class ModelService:
             start = stop
         return out
 
-    @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_texts, max_latency_ms=1000)
+    @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_texts, max_latency_ms=SETTINGS.batch_latency_ms)
     async def sentiment(
         self, texts: Annotated[list[Headline], Field(min_length=1, max_length=SETTINGS.max_texts)]
     ) -> JsonList:
