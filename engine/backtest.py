@@ -55,6 +55,9 @@ class BacktestOptions:
     feature_sets: list[str] = field(default_factory=lambda: list(ONLINE_DEFAULT))
     chunk_s: float = 3600.0
     pace_s: float = 0.0  # wall seconds per bar at least (0: as fast as the models answer)
+    # A stretch of more bars than this without a stored trade is jumped over, the features
+    # warming up again after it (None: twice the warm-up bars, at least 120).
+    max_gap_bars: int | None = None
 
 
 async def _scored_news(
@@ -113,6 +116,7 @@ async def backtest(
     online = base.in_namespace(config.namespace)
     started = time.monotonic()
     interval = config.interval
+    max_gap = data.max_gap_bars if data.max_gap_bars is not None else max(120, 2 * options.warmup_bars)
     try:
         source = await StoredTrades(
             MarketDataStore(pool),
@@ -122,6 +126,7 @@ async def backtest(
             end_ns=data.end_ns,
             chunk_s=data.chunk_s,
             pace_s=data.pace_s,
+            max_gap_bars=max_gap,
         ).open()
         if not await models.ready():
             raise ServiceUnreachableError(f"the model service at {models.url} is not ready")
@@ -183,19 +188,23 @@ async def backtest(
                 core.add_news(*news[headline])
                 headline += 1
 
-        last_progress = time.monotonic()
+        def report() -> None:
+            if progress is not None:
+                progress(summarize(trader, time.monotonic() - started, source.trades))
 
-        def after_trade(trades: int) -> None:
-            nonlocal last_progress
-            if progress is not None and time.monotonic() - last_progress > 5:
-                last_progress = time.monotonic()
-                progress(summarize(trader, last_progress - started, trades))
-
-        source.before_trade, source.after_trade = before_trade, after_trade
-        await Session(source, SimulatedClock(plane), plane, trader=trader).run()
-        # Everything up to the last stored trade is done: a rerun of this account resumes after it.
-        await trader.flush(checkpoint=(plane.stats.last_close_ns, source.last_ns + 1))
-        return summarize(trader, time.monotonic() - started, source.trades)
+        source.before_trade = before_trade
+        await Session(source, SimulatedClock(plane), plane, trader=trader).run(progress=report)
+        if source.finished:
+            # Everything up to the last stored trade is done: a rerun of this account resumes after it.
+            await trader.flush(checkpoint=(plane.stats.last_close_ns, source.last_ns + 1))
+        else:
+            # Stopped (Ctrl-C): every decided bar is checkpointed already; a rerun resumes after the last.
+            await trader.flush()
+            log.warning(
+                "stopped before the last stored trade; run the same command again to resume after bar %s",
+                plane.stats.last_close_ns,
+            )
+        return summarize(trader, time.monotonic() - started, source.trades, stopped_early=not source.finished)
     finally:
         with contextlib.suppress(StorageError):
             await asyncio.to_thread(online.clear_namespace)

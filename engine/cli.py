@@ -2,14 +2,14 @@
 
 ::
 
-    python -m engine record --replay 20 --duration 30 --bar-seconds 1
+    python -m engine record --replay 20 --duration 10 --bar-seconds 1
     python -m engine record --venue coinbase --symbols BTC-USD,ETH-USD
     python -m engine record --venue binance --symbols BTC-USDT --binance-url ws://127.0.0.1:8765 \\
         --binance-rest-url http://127.0.0.1:8765
     python -m engine replay --symbols 50 --speed 10 --faults drop=100@book,close=5000
     python -m engine replay --coinbase-recording PATH --speed 0
-    python -m engine run --replay 20 --bar-seconds 1 --duration 60      # paper trading, synthetic market
-    python -m engine backtest --bar-seconds 1 --account bt1              # the same code over stored trades
+    python -m engine run --replay 20 --speed 60 --market-clock --duration 20   # paper trading, synthetic market
+    python -m engine backtest --venue coinbase --account bt1                   # the same code over stored trades
     python -m engine status --account paper
     python -m engine backfill --venue binance --symbols BTC-USDT,ETH-USDT --days 7      # bar history over REST
 
@@ -61,6 +61,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
@@ -269,6 +279,13 @@ def _parser() -> argparse.ArgumentParser:
         "--bar-seconds", type=int, default=None, help="bar length in seconds (default RRR_BAR_SECONDS or 60)"
     )
     bt.add_argument("--pace", type=_positive_float, default=0.0, help="wall seconds per bar at least (to watch it)")
+    bt.add_argument(
+        "--max-gap-bars",
+        type=_count,
+        default=None,
+        help="jump over more bars than this without a stored trade, warming the features up again after them "
+        "(default: twice the warm-up bars, at least 120)",
+    )
     _trading_arguments(bt)
 
     st = sub.add_parser("status", help="an account from the database: positions, PnL, open orders, last decisions")
@@ -463,12 +480,13 @@ async def _backtest(args: argparse.Namespace) -> int:
         end_ns=args.end_ns,
         bar_seconds=args.bar_seconds,
         pace_s=args.pace,
+        max_gap_bars=args.max_gap_bars,
     )
     summary = await backtest(
         data, options, database_url=urls.database_url, redis_url=urls.redis_url, progress=_trade_progress(args)
     )
     _print_summary(args, summary)
-    return 0
+    return 130 if summary.stopped_early else 0
 
 
 async def _backfill(args: argparse.Namespace) -> int:

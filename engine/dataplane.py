@@ -55,6 +55,8 @@ class DataPlaneStats:
     online_failures: int = 0
     online_unwritten: int = 0
     online_refused: int = 0
+    gaps_skipped: int = 0  # gaps in stored data jumped over (a backtest)
+    intervals_skipped: int = 0  # the intervals without a trade in those gaps
     last_close_ns: int = 0
     last_error: str = ""
     # Seconds from the close decision to the features being in Redis, per interval.
@@ -261,6 +263,22 @@ class DataPlane:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+
+    def skip_to(self, ts_ns: int) -> int:
+        """Jump over a gap in the data: the next interval to close is the one holding ``ts_ns``,
+        and the features start again with no history (they warm up over the bars that follow),
+        as at a fresh start. Returns the intervals skipped."""
+        assert self._closed_until is not None, "nothing closed yet: there is no gap to skip"
+        start = ts_ns // self.interval_ns * self.interval_ns
+        skipped = max(0, (start - self._closed_until) // self.interval_ns)
+        if not skipped:
+            return 0
+        self._closed_until = start
+        self.features = [online.restarted() for online in self.features]
+        self._unwritten.clear()  # older than anything written from now on
+        self.stats.gaps_skipped += 1
+        self.stats.intervals_skipped += skipped
+        return skipped
 
     async def close_interval(self, start_ns: int) -> list[FeatureStep]:
         """Close ``[start_ns, start_ns + bar)``: bars, features, Redis, recording."""

@@ -48,7 +48,7 @@ from engine.trading.trader import Trader
 from feature_store.database import open_pool
 from feature_store.features.catalog import ONLINE_DEFAULT
 from feature_store.market_data import MarketDataStore
-from feature_store.records import Bar, Trade
+from feature_store.records import NS_PER_S, Bar, Trade
 
 __all__ = [
     "RecordOptions",
@@ -218,6 +218,7 @@ class StoredTrades:
         store: the market data store.
         symbols, venue: which trades (all symbols when empty; every venue when None).
         start_ns, end_ns: the time range (None: from the first / to the last stored).
+        max_gap_bars: see :class:`SimulatedClock`.
     """
 
     def __init__(
@@ -230,6 +231,7 @@ class StoredTrades:
         end_ns: int | None = None,
         chunk_s: float = 3600.0,
         pace_s: float = 0.0,
+        max_gap_bars: int | None = None,
     ) -> None:
         self.store = store
         self.venue = venue
@@ -237,11 +239,12 @@ class StoredTrades:
         self.start_ns, self.end_ns = start_ns, end_ns
         self.chunk_s = chunk_s
         self.pace_s = pace_s
+        self.max_gap_bars = max_gap_bars
+        self.finished = False  # every stored trade was traded (not stopped part-way)
         self.symbols: list[str] = []
         self.first_ns = self.last_ns = 0
         self.trades = 0
         self.before_trade: Callable[[Trade], None] | None = None  # e.g. headlines due before it
-        self.after_trade: Callable[[int], None] | None = None  # progress
         self._stopping = False
 
     async def open(self) -> StoredTrades:
@@ -257,7 +260,8 @@ class StoredTrades:
         return self
 
     def tasks(self, sink: FeedSink, plane: DataPlane) -> list[Coroutine[Any, Any, None]]:
-        return [self._replay(sink, SimulatedClock(plane))]
+        clock = SimulatedClock(plane, max_gap_bars=self.max_gap_bars, stopped=lambda: self._stopping)
+        return [self._replay(sink, clock)]
 
     async def _replay(self, sink: FeedSink, clock: SimulatedClock) -> None:
         trades = self.store.iter_trades(
@@ -269,10 +273,12 @@ class StoredTrades:
             if self.before_trade is not None:
                 self.before_trade(trade)
             await clock.advance(trade.ts_ns, pace_s=self.pace_s)
+            if self._stopping:  # stopped while closing intervals: this trade was never traded
+                break
             sink.on_trade(trade)
             self.trades += 1
-            if self.after_trade is not None:
-                self.after_trade(self.trades)
+        else:
+            self.finished = True
 
     def stop(self) -> None:
         self._stopping = True
@@ -292,22 +298,47 @@ class WallClock:
 
 
 class SimulatedClock:
-    """Closes each interval when the first trade at or past its close is read (a backtest)."""
+    """Closes each interval when the first trade at or past its close is read (a backtest).
 
-    def __init__(self, plane: DataPlane) -> None:
+    Args:
+        plane: the data plane whose intervals it closes.
+        max_gap_bars: a run of more intervals than this without a trade (a recorder that was
+            off, recordings years apart) is jumped over with :meth:`DataPlane.skip_to` and
+            one warning instead of deciding every empty bar (None: never jumped).
+        stopped: checked before each close; once true, :meth:`advance` returns at once.
+    """
+
+    def __init__(
+        self, plane: DataPlane, *, max_gap_bars: int | None = None, stopped: Callable[[], bool] | None = None
+    ) -> None:
         self.plane = plane
+        self.max_gap_bars = max_gap_bars
+        self.stopped = stopped or (lambda: False)
 
     def tasks(self, plane: DataPlane) -> list[Coroutine[Any, Any, None]]:
         return []  # the source moves this clock
 
     async def advance(self, ts_ns: int, *, pace_s: float = 0.0) -> None:
         plane = self.plane
+        gap_ns = None if self.max_gap_bars is None else self.max_gap_bars * plane.interval_ns
         due = plane.next_close_ns()
-        while due is not None and ts_ns >= due:
+        while due is not None and ts_ns >= due and not self.stopped():
             await plane.close_interval(due - plane.interval_ns - plane.grace_ns)
             due = plane.next_close_ns()
+            if due is not None and gap_ns is not None and ts_ns - due > gap_ns:
+                last = plane.stats.last_close_ns
+                skipped = plane.skip_to(ts_ns)
+                log.warning(
+                    "no stored trade from %s to %s (%d intervals of %d s): skipped; the features warm up again",
+                    _utc(last + plane.interval_ns), _utc(ts_ns), skipped, plane.bar_seconds,
+                )  # fmt: skip
+                due = plane.next_close_ns()
             if pace_s:
                 await asyncio.sleep(pace_s)
+
+
+def _utc(ts_ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts_ns / NS_PER_S))
 
 
 # --- warm start ---------------------------------------------------------------------------

@@ -47,6 +47,9 @@ class TradeSummary:
     strategy: str = ""  # the strategy in force and where it came from
     holds: dict[str, int] = field(default_factory=dict)  # decisions that sent no order, by reason
     bars_without_model: int = 0
+    gaps_skipped: int = 0  # stretches without a stored trade jumped over (a backtest)
+    intervals_skipped: int = 0
+    stopped_early: bool = False  # a backtest stopped before its last stored trade
 
     def why_no_orders(self) -> str:
         """Why a run that decided sent no order (empty when it sent some or decided nothing)."""
@@ -96,6 +99,13 @@ class TradeSummary:
         ]
         if self.strategy:
             out.append(f"  strategy: {self.strategy}")
+        if self.gaps_skipped:
+            out.append(
+                f"  skipped {self.gaps_skipped} stretches without a stored trade ({self.intervals_skipped} intervals); "
+                "the features warmed up again after each"
+            )
+        if self.stopped_early:
+            out.append("  STOPPED before the last stored trade: the same command resumes after the last bar decided")
         why = self.why_no_orders()
         if why:
             out.append(f"  NO ORDERS: {why}")
@@ -111,9 +121,11 @@ class TradeSummary:
         return json.loads(orjson.dumps(out, default=str))  # type: ignore[no-any-return]
 
 
-def summarize(trader: Trader, seconds: float, trades: int, feeds: list[FeedClient] | None = None) -> TradeSummary:
+def summarize(
+    trader: Trader, seconds: float, trades: int, feeds: list[FeedClient] | None = None, *, stopped_early: bool = False
+) -> TradeSummary:
     """The summary of ``trader``'s run so far."""
-    core = trader.core
+    core, plane = trader.core, trader.plane
     p = core.portfolio
     return TradeSummary(
         account=core.account,
@@ -147,4 +159,7 @@ def summarize(trader: Trader, seconds: float, trades: int, feeds: list[FeedClien
         strategy=core.params.describe(),
         holds=dict(core.stats.holds_by_reason),
         bars_without_model=core.stats.bars_without_model,
+        gaps_skipped=plane.stats.gaps_skipped if plane else 0,
+        intervals_skipped=plane.stats.intervals_skipped if plane else 0,
+        stopped_early=stopped_early,
     )

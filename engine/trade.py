@@ -122,6 +122,7 @@ class _Served:
     tags: dict[str, str] = field(default_factory=dict)
     strategy: dict[str, Any] | None = None
     feature_sets: tuple[str, ...] = ()  # the feature sets the served models read
+    interval_s: int | None = None  # the bar length the price model was trained on
 
 
 async def _served(models: ModelClient) -> _Served:
@@ -141,7 +142,14 @@ async def _served(models: ModelClient) -> _Served:
         if isinstance(info, dict) and isinstance(info.get("feature_sets"), dict)
         for name in info["feature_sets"]
     ]
-    return _Served(int(price.get("horizon_bars", 0)), tags, strategy, tuple(dict.fromkeys(sets)))
+    interval = price.get("interval_s")
+    return _Served(
+        int(price.get("horizon_bars", 0)),
+        tags,
+        strategy,
+        tuple(dict.fromkeys(sets)),
+        int(interval) if isinstance(interval, int | float) and interval > 0 else None,
+    )
 
 
 async def start_trader(trader: Trader, models: ModelClient, options: TradingOptions) -> tuple[str, ...]:
@@ -151,6 +159,13 @@ async def start_trader(trader: Trader, models: ModelClient, options: TradingOpti
     online beside the ones it was asked for).
     """
     served = await _served(models)
+    bar_s = trader.interval_ns // NS_PER_S
+    if served.interval_s is not None and served.interval_s != bar_s:
+        raise ConfigError(
+            f"the price model served ({served.tags.get('price')}) was trained on {served.interval_s}-second bars "
+            f"and this run makes {bar_s}-second bars, so it would get no forecast: run with --bar-seconds "
+            f"{served.interval_s}, or train and promote a price model on {bar_s}-second bars"
+        )
     trader.horizon_bars, trader.model_versions = served.horizon_bars, served.tags
     trader.strategy_fixed = options.params is not None
     trader.strategy_overrides = dict(options.strategy_overrides)

@@ -12,8 +12,9 @@ With the header last, the first write of a key is always shorter than a full val
 how a write tells a new key (header and TTL to set) from an existing one without reading it.
 ``{prefix}:{set}:{version}:latest`` holds the newest bar number written: a write ``window``
 or more bars older than it could land in a slot holding newer data and is refused whole.
-``{prefix}:{set}:version`` holds the version last written, so that a reader asking for
-another version gets a clear error instead of "missing".
+``{prefix}:{set}:{interval}s:version`` holds the version last written for bars of that
+length, so that a reader asking for another version gets a clear error instead of "missing";
+an engine on one-second bars and another on one-minute bars do not overwrite each other's.
 
 Writing a bar for every symbol is one ``SETRANGE`` per key inside one server-side script
 call; reading is one ``MGET``.
@@ -103,8 +104,8 @@ class OnlineLayout:
         return f"{self.prefix}:{feature_set.name}:{feature_set.version}:{symbol}"
 
     def version_key(self, feature_set: FeatureSet) -> str:
-        """The key naming the version of ``feature_set`` last written."""
-        return f"{self.prefix}:{feature_set.name}:version"
+        """The key naming the version of ``feature_set`` last written for bars of its length."""
+        return f"{self.prefix}:{feature_set.name}:{feature_set.interval_s}s:version"
 
     def latest_key(self, feature_set: FeatureSet) -> str:
         """The key holding the newest bar number written for the set's version."""

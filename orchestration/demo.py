@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from feature_store.config import FeatureStoreSettings
 from feature_store.database import open_pool
@@ -30,6 +31,9 @@ from feature_store.ingest import import_recording
 from feature_store.market_data import MarketDataStore
 from feature_store.services import ServiceUrls, resolve_service_urls
 from orchestration.config import OrchestrationSettings
+
+# What each part of the loop did, for the summary at the end.
+_LOOP: dict[str, list[str]] = {}
 
 _RECORDINGS = ("coinbase_exchange_ws_2021-04-17.cryptofeed.txt", "binance_spot_ws_2021-10-12.cryptofeed.txt")
 
@@ -50,10 +54,30 @@ def run_demo() -> int:
     ok = _pipeline(pipeline)
     url = asyncio.run(_serve(urls.database_url)) if ok else None
     ok = _trade_session(url) if url is not None else False
-    print(f"data docs: file://{pipeline.gx_root / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
-    print(f"validation reports: {pipeline.reports}/<model>/<version>.md (charts beside them)")
-    print(f"demo finished in {time.perf_counter() - wall:.1f} s; `make stop` stops the servers and the service")
+    _summary(pipeline, url, ok, time.perf_counter() - wall)
     return 0 if ok else 1
+
+
+def _summary(pipeline: OrchestrationSettings, url: str | None, ok: bool, seconds: float) -> None:
+    """What the loop did, and where to look at each part of it."""
+    docs = pipeline.gx_root / "gx" / "uncommitted" / "data_docs" / "local_site"
+    print(f"summary: the loop {'closed' if ok else 'did NOT close'} in {seconds:.0f} s")
+    for line in _LOOP.get("models", ["models: the pipeline did not run to the promotions"]):
+        print(f"  {line}")
+    for line in _LOOP.get("engine", ["engine: did not trade (see above)"]):
+        print(f"  engine: {line}")
+    print("open next:")
+    print(
+        f"  the pipeline in Dagster's UI: DAGSTER_HOME={os.environ.get('DAGSTER_HOME', pipeline.dagster_home)} "
+        ".venv/bin/dagster dev -p 3001, then http://127.0.0.1:3001"
+    )
+    print(f"  data quality (works offline): file://{docs / 'index.html'}")
+    print(f"  validation reports: {pipeline.reports}/<model>/<version>.md, charts beside them")
+    print("  models: .venv/bin/python -m serving.registry list")
+    if url:
+        print(f"  the model service: {url}/docs (still running)")
+    print("  the engine's account: .venv/bin/python -m engine status --account demo")
+    print("  stop the servers and the service: make stop")
 
 
 async def _prepare() -> ServiceUrls:
@@ -104,6 +128,7 @@ def _pipeline(settings: OrchestrationSettings) -> bool:
     import dagster as dg
 
     from orchestration.definitions import defs
+    from orchestration.demo_log import step_lines
 
     days = settings.partition_days()
     print(
@@ -111,37 +136,63 @@ def _pipeline(settings: OrchestrationSettings) -> bool:
         f"{settings.synthetic_symbols} symbols, {settings.train} training; instance {os.environ['DAGSTER_HOME']}"
     )
     started = time.perf_counter()
+    job = defs.resolve_job_def("whole_loop").with_logger_defs({"steps": step_lines})
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("whole_loop").execute_in_process(
+        result = job.execute_in_process(
             instance=instance,
-            # The steps' own INFO lines (what each asset did); Dagster's per-event DEBUG lines
-            # (hundreds per run) stay in the run's event log, which the UI shows.
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            # One line per step with its time and what it said; Dagster's per-event lines (hundreds
+            # per run) stay in the run's event log, which the UI shows.
+            run_config={"loggers": {"steps": {}}},
             tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
             raise_on_error=False,
         )
+    checks = list(result.get_asset_check_evaluations())
+    failed = [c for c in checks if not c.passed]
     outcome = "succeeded" if result.success else "FAILED"
-    print(f"  run {result.run_id} {outcome} in {time.perf_counter() - started:.1f} s")
-    shown_keys: set[str] = set()
-    for event in result.get_asset_materialization_events():
-        if event.asset_key.to_user_string() in shown_keys:  # one line per asset, not one per daily partition
-            continue
-        shown_keys.add(event.asset_key.to_user_string())
-        meta = event.materialization.metadata
-        shown = {k: v.value for k, v in meta.items() if isinstance(v.value, int | float | str)}
-        shown = {k: v for k, v in shown.items() if len(str(v)) < 48}
-        print(f"  {event.asset_key.to_user_string():28} " + ", ".join(f"{k}={v}" for k, v in list(shown.items())[:5]))
-    for check in result.get_asset_check_evaluations():
-        print(f"  check {check.check_name:26} {'passed' if check.passed else 'FAILED'}")
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            print(f"  step {event.step_key} failed: {event.message}")
     print(
-        "the UI: `DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " .venv/bin/dagster dev -p 3001`, then "
-        "http://127.0.0.1:3001 (the model service holds 3000)"
+        f"  run {result.run_id} {outcome} in {time.perf_counter() - started:.1f} s; "
+        f"{len(checks) - len(failed)} of {len(checks)} checks passed"
     )
-    print("models: `.venv/bin/python -m serving.registry list`")
+    for check in failed:
+        print(f"  check {check.check_name} on {check.asset_key.to_user_string()} FAILED: {_check_reason(check)}")
+    _LOOP["models"] = _promotions(result, failed)
     return bool(result.success)
+
+
+def _check_reason(check: Any) -> str:
+    """Why an asset check failed: its description or the metadata that names the figure."""
+    meta = {k: getattr(v, "value", v) for k, v in (getattr(check, "metadata", None) or {}).items()}
+    gates = meta.get("failed_gates")
+    if isinstance(gates, list) and gates:  # a model gate: each failed gate with its figure and threshold
+        return "; ".join(f"{g} ({meta[g]})" if g in meta else str(g) for g in gates)
+    if getattr(check, "description", None):
+        return str(check.description)
+    shown = [f"{k}={v}" for k, v in meta.items() if len(str(v)) < 80][:4]
+    return ", ".join(shown) or "see the run in the UI"
+
+
+def _promotions(result: Any, failed: list[Any]) -> list[str]:
+    """One line per model kind: what is in production now and whether this run promoted it."""
+    produced: dict[str, dict[str, Any]] = {}
+    for event in result.get_asset_materialization_events():
+        key = event.asset_key.to_user_string()
+        if key.endswith("_model_production"):
+            meta = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+            produced[key.removesuffix("_model_production")] = meta
+    lines = []
+    for kind in ("price", "sentiment", "risk"):
+        meta = produced.get(kind) or {}
+        gates = [c for c in failed if str(c.check_name).startswith(kind)]
+        now, before = meta.get("production"), meta.get("previous")
+        if now and now != "none" and now != before:
+            lines.append(f"{kind}: {now} promoted (was {before or 'none'})")
+        elif gates:
+            lines.append(f"{kind}: not promoted, {gates[0].check_name} failed: {_check_reason(gates[0])}")
+        elif now:
+            lines.append(f"{kind}: {now} stays in production ({meta.get('reason') or 'this run promoted nothing'})")
+        else:
+            lines.append(f"{kind}: no promotion step ran (see the run in the UI)")
+    return lines
 
 
 async def _serve(database_url: str) -> str | None:
@@ -166,18 +217,22 @@ async def _serve(database_url: str) -> str | None:
         await pool.close()
     symbols = [r["symbol"] for r in rows]
     async with ModelClient(url) as client:
+        if not fresh:  # a service left running by an earlier demo: the promotions of this run first
+            await client.reload()
         versions = await client.versions()
-        for model in versions["models"].values():
-            print(f"  serving {model['tag']} {model['feature_sets'] or ''}")
+        print("  serving " + ", ".join(model["tag"] for model in versions["models"].values()))
         started = time.perf_counter()
         out = await client.forecast(symbols, partial=True)
         took = (time.perf_counter() - started) * 1e3
-        print(f"  /forecast: {len(out['symbols'])} symbols in {took:.1f} ms")
+        print(
+            f"  /forecast of the {len(symbols)} symbols with one-minute bars: {len(out['symbols'])} forecast "
+            f"in {took:.1f} ms"
+        )
         reasons: dict[str, int] = {}
         for reason in out["rejected"].values():
             reasons[reason] = reasons.get(reason, 0) + 1
         for reason, count in reasons.items():  # e.g. the recordings' symbols: bars stored, no online features
-            print(f"    left out {count}: {reason}")
+            print(f"    {count} left out: {reason}")
         if out["symbols"]:
             best = max(range(len(out["symbols"])), key=lambda i: out["mean"][i])
             print(f"    strongest: {out['symbols'][best]} mean {out['mean'][best]:+.5f} sd {out['sd'][best]:.5f}")
@@ -186,7 +241,7 @@ async def _serve(database_url: str) -> str | None:
         if out["symbols"]:
             book = await client.portfolio_risk({s: 10_000.0 for s in out["symbols"][:5]})
             print(f"  /portfolio_risk of 5 x 10,000: VaR99 {book['var99']:.2f}, ES97.5 {book['es975']:.2f}")
-    print(f"the service keeps running for the engine: {url} (log in $RRR_HOME/logs/serving.log)")
+    print(f"  it keeps running for the engine: {url} (log in $RRR_HOME/logs/serving.log)")
     return url
 
 
@@ -227,8 +282,13 @@ def _trade_session(url: str, seconds: int = 60) -> bool:
     print(f"  strategy: {s['strategy']}")
     if not s["orders"]:
         print(f"  NO ORDERS: {s['why_no_orders']}")
+        _LOOP["engine"] = [f"decided {s['bars']} bars and sent no order: {s['why_no_orders']}"]
+    else:
+        _LOOP["engine"] = [
+            f"traded {s['bars']} bars on {s['model_versions'].get('price', 'no price model')}: {s['orders']} orders, "
+            f"{s['fills']} fills, PnL {float(s['pnl']):+.2f} with the strategy the model was validated with"
+        ]
     _compare_with_validation(s)
-    print("  the account as stored: `.venv/bin/python -m engine status --account demo`")
     return True
 
 

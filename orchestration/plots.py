@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -24,8 +25,12 @@ def line_chart(
     y_label: str = "",
     markers: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
     max_points: int = 800,
+    x_dates: bool = False,
 ) -> str:
-    """An SVG chart of ``{name: (x, y)}`` lines (thinned to ``max_points``) and optional dots."""
+    """An SVG chart of ``{name: (x, y)}`` lines (thinned to ``max_points``) and optional dots.
+
+    ``x_dates``: x is UTC epoch seconds, and its ticks are labelled with dates (with times of
+    day when the chart spans less than three days)."""
     markers = markers or {}
     xs = [np.asarray(x, np.float64) for x, _ in [*series.values(), *markers.values()]]
     ys = [np.asarray(y, np.float64) for _, y in [*series.values(), *markers.values()]]
@@ -54,6 +59,12 @@ def line_chart(
         y = float(py(np.array(value)))
         parts.append(f'<line x1="{_PAD_L}" x2="{_PAD_L + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
         parts.append(f'<text x="{_PAD_L - 4}" y="{y + 4:.1f}" text-anchor="end">{value:.3g}</text>')
+    for value in np.linspace(x0, x1, 5):
+        x = float(px(np.array(value)))
+        label = _date(value, x1 - x0) if x_dates else f"{value:.4g}"
+        bottom = _PAD_T + plot_h
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 4}" stroke="#999"/>')
+        parts.append(f'<text x="{x:.1f}" y="{_PAD_T + plot_h + 15}" text-anchor="middle">{html.escape(label)}</text>')
     if y0 < 0 < y1:
         y = float(py(np.array(0.0)))
         parts.append(f'<line x1="{_PAD_L}" x2="{_PAD_L + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#555"/>')
@@ -82,6 +93,11 @@ def line_chart(
         legend_y += 16
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _date(epoch_s: float, span_s: float) -> str:
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return moment.strftime("%m-%d %H:%M" if span_s < 3 * 86_400 else "%Y-%m-%d")
 
 
 def _legend(y: float, color: str, name: str) -> str:

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from orchestration import quality_page
+
 if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext
     from great_expectations.expectations import Expectation
@@ -60,7 +62,8 @@ class QualityReport:
         failures: one entry per failed expectation: ``expectation`` (its type), ``kwargs``
             (columns and bounds), ``unexpected_count``, ``observed_value`` and
             ``sample_rows`` (up to five offending rows as dicts).
-        docs: file URL of the Data Docs index that holds this validation.
+        docs: file URL of the Data Docs index that holds this validation (it lists every
+            validation without a network too: see :mod:`orchestration.quality_page`).
     """
 
     suite: str
@@ -124,6 +127,7 @@ def _run(
         )
         result = definition.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"})
         urls = context.build_data_docs()
+        quality_page.build(root.resolve() / "gx")
     failures = []
     for item in result.results:
         if item.success:
@@ -280,7 +284,10 @@ def validate_features(
         frame[name] = frame[name].astype(np.float64)
         # Every present value finite (the largest floats as bounds), and nearly all of them
         # inside the reference range: a rare genuine extreme passes, a foreign unit does not.
-        expectations.append(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=-largest, max_value=largest))
+        finite = f"every present value of {name} is finite"
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(column=name, min_value=-largest, max_value=largest, description=finite)
+        )
         if reference and name in reference:
             low, high = reference[name]
             expectations.append(

@@ -59,6 +59,12 @@ class ServingSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
         """Read the settings from ``environ`` (default: the process environment)."""
         env = os.environ if environ is None else environ
+        if "RRR_HOME" not in env and _inside_bento(Path.cwd()):
+            raise ConfigError(
+                "RRR_HOME is not set, and a Bento's service runs inside the Bento, where the default ./.rrr holds "
+                "no models: serve it with RRR_HOME (and BENTOML_HOME) pointing at the platform's data folder, "
+                "e.g. RRR_HOME=$PWD/.rrr BENTOML_HOME=$PWD/.rrr/bentoml bentoml serve rrr_models:latest"
+            )
         home = Path(env.get("RRR_HOME", ".rrr")).expanduser().resolve()
         raw_port = env.get("RRR_SERVING_PORT", "3000")
         try:
@@ -84,6 +90,11 @@ class ServingSettings:
             access_log=_flag(env, "RRR_SERVING_ACCESS_LOG"),
             tracing=_flag(env, "RRR_SERVING_TRACING"),
         )
+
+
+def _inside_bento(cwd: Path) -> bool:
+    """Whether ``cwd`` is a built Bento's project folder (BentoML serves a Bento from there)."""
+    return cwd.name == "src" and (cwd.parent / "bento.yaml").is_file()
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

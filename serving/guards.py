@@ -4,6 +4,8 @@ rejected request.
 * :class:`ApiKeyMiddleware` answers 401 to a request without the key (health probes excepted).
 * :class:`JsonBodyMiddleware` answers 415 to a POST whose body is declared as anything but JSON
   (a form without its boundary, say), before BentoML tries to parse it.
+* :class:`OpenApiMiddleware` completes the OpenAPI document at ``/docs.json``: the service's
+  version, and the answers BentoML does not list (401, 409, 415, 422, 503).
 * :class:`OneLineRejections` turns BentoML's traceback for a request it rejected (a validation
   error, a 4xx, a 503 the service raised itself) into one line; an exception nobody expected
   keeps its traceback.
@@ -16,7 +18,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["OPEN_PATHS", "ApiKeyMiddleware", "JsonBodyMiddleware", "OneLineRejections", "install_one_line_rejections"]
+__all__ = [
+    "OPEN_PATHS",
+    "ApiKeyMiddleware",
+    "JsonBodyMiddleware",
+    "OneLineRejections",
+    "OpenApiMiddleware",
+    "install_one_line_rejections",
+]
 
 log = logging.getLogger("serving.service")
 
@@ -81,6 +90,59 @@ class JsonBodyMiddleware:
                 await _answer(send, 415, b'{"error": "send the request body as JSON (Content-Type: application/json)"}')
                 return
         await self.app(scope, receive, send)
+
+
+# The answers of every API beyond BentoML's 400/404/500, as the service gives them.
+ERROR_ANSWERS = {
+    "401": "missing or wrong API key (only when RRR_SERVING_API_KEY is set)",
+    "409": "version skew: the stored features are another version than the served model reads",
+    "415": "the body is not JSON",
+    "422": "the stored features are older than the bar asked for, too old, or still warming up",
+    "503": "a model is not loaded, the feature store is unreachable, or the batcher is over its latency budget",
+}
+
+
+class OpenApiMiddleware:
+    """Completes ``GET /docs.json``: ``info.version`` is the service's (BentoML writes "None" when
+    it is not served from a built Bento) and every POST operation lists :data:`ERROR_ANSWERS`."""
+
+    def __init__(self, app: Any, version: str) -> None:
+        self.app = app
+        self.version = version
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") != "/docs.json":
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    body = self._complete(b"".join(chunks)) if start.get("status") == 200 else b"".join(chunks)
+                    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                    await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, capture)
+
+    def _complete(self, raw: bytes) -> bytes:
+        import orjson
+
+        spec = orjson.loads(raw)
+        spec.setdefault("info", {})["version"] = self.version
+        error = {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}
+        for item in spec.get("paths", {}).values():
+            operation = item.get("post") if isinstance(item, dict) else None
+            if isinstance(operation, dict):
+                answers = operation.setdefault("responses", {})
+                for status, text in ERROR_ANSWERS.items():
+                    answers.setdefault(status, {"description": text, "content": error})
+        return orjson.dumps(spec)
 
 
 def _one_line(text: str, limit: int = 500) -> str:

@@ -64,7 +64,12 @@ from starlette.responses import Response  # noqa: E402
 from feature_store.records import SYMBOL_PATTERN  # noqa: E402
 from serving import runtime  # noqa: E402
 from serving.errors import BadInputError, ModelUnavailableError, RequestError  # noqa: E402
-from serving.guards import ApiKeyMiddleware, JsonBodyMiddleware, install_one_line_rejections  # noqa: E402
+from serving.guards import (  # noqa: E402
+    ApiKeyMiddleware,
+    JsonBodyMiddleware,
+    OpenApiMiddleware,
+    install_one_line_rejections,
+)
 
 log = logging.getLogger("serving.service")
 log.setLevel(logging.INFO)  # hot swaps are logged (INFO); the root logger of the server keeps WARNING
@@ -363,7 +368,9 @@ class ModelService:
     ) -> JsonObject:
         """Next-period volatility, VaR(99%) and ES(97.5%) per symbol (fractions of the position).
 
-        The history is the risk features on ``interval_s`` bars (in ``namespace`` if named)."""
+        The history is the risk features on ``interval_s`` bars (in ``namespace`` if named), or the
+        ``returns`` given; the horizon is one period of that history (``horizon_bars`` 1, and
+        ``interval_s`` when it came from the store)."""
         try:
             served, history, version = self._history("risk", symbols, ts_ns, returns, namespace, interval_s)
             result = runtime.symbol_risk(served, history)
@@ -372,6 +379,8 @@ class ModelService:
         return {
             "models": self._models(served),
             "feature_sets": {"risk": version} if version else {},
+            "horizon_bars": 1,
+            "interval_s": None if returns else interval_s,
             "symbols": result.symbols,
             "volatility": result.volatility.tolist(),
             "var99": result.var99.tolist(),
@@ -387,7 +396,9 @@ class ModelService:
         namespace: str | None = None,
         interval_s: Annotated[int, Field(ge=1, le=86400)] = 60,
     ) -> JsonObject:
-        """VaR(99%), ES(97.5%), volatility and stress losses of a portfolio (notional per symbol).
+        """VaR(99%), ES(97.5%), volatility and stress losses of a portfolio (notional per symbol),
+        over the next period: one bar of ``interval_s`` seconds (``horizon_bars`` 1), or one period
+        of the ``returns`` given.
 
         The history is the risk features on ``interval_s`` bars (in ``namespace`` if named)."""
         try:
@@ -402,6 +413,8 @@ class ModelService:
         return {
             "models": self._models(served),
             "feature_sets": {"risk": version} if version else {},
+            "horizon_bars": 1,
+            "interval_s": None if returns else interval_s,
             "var99": total.var99,
             "es975": total.es975,
             "volatility": total.volatility,
@@ -429,6 +442,9 @@ class ModelService:
             models["price"]["features"] = list(price.config.features)
             models["price"]["window"] = price.config.window
             models["price"]["horizon_bars"] = price.config.horizon
+            # The bars it was trained on: an engine on bars of another length gets no forecast.
+            models["price"]["interval_s"] = int(price.metadata.get("interval_s", 60))
+            models["price"]["calendar"] = str(price.metadata.get("calendar", "24/7"))
             # The strategy the model was validated with: the engine trades it (None: not fitted).
             strategy = price.metadata.get("strategy")
             models["price"]["strategy"] = dict(strategy) if isinstance(strategy, dict) else None
@@ -449,11 +465,22 @@ class ModelService:
         return {"swapped": swapped, "models": {n: s.tag for n, s in self.slots.served().items()}}
 
 
+def _version() -> str:
+    """The platform's version, for the OpenAPI document."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rrralgorithms")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 def _rejected(api: str, status: int) -> None:
     REJECTED.labels(api=api, status=str(status)).inc()
 
 
 install_one_line_rejections()
 ModelService.add_asgi_middleware(JsonBodyMiddleware, on_reject=_rejected)
+ModelService.add_asgi_middleware(OpenApiMiddleware, version=_version())
 if SETTINGS.api_key:
     ModelService.add_asgi_middleware(ApiKeyMiddleware, key=SETTINGS.api_key)

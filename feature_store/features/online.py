@@ -94,6 +94,13 @@ class OnlineFeatures:
         self._plan = [(self._compile(node), [self._slots[a.key] for a in node.args]) for node in order.values()]
         self._outputs = [self._slots[f.expr.key] for f in feature_set.features]
 
+    def restarted(self) -> OnlineFeatures:
+        """The same features with no history, as at a fresh start (after a gap in the data too
+        long to step through), keeping the headlines already counted for later intervals."""
+        fresh = OnlineFeatures(self.feature_set, self.symbols)
+        fresh._pending = dict(self._pending)
+        return fresh
+
     @property
     def next_ts_ns(self) -> int | None:
         """The bar start the next update is expected for (None before the first)."""

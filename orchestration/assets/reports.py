@@ -52,6 +52,16 @@ def _result(name: str, record: Any, markdown: str, charts: dict[str, str], **num
     return dg.MaterializeResult(metadata={**metadata, **numbers})
 
 
+def _epoch_s(index: Any) -> Any:
+    """An index of bar times (epoch ns) as epoch seconds; any other index as positions."""
+    import numpy as np
+
+    values = np.asarray(index)
+    if values.dtype.kind in "iuf" and len(values) and float(np.nanmin(values)) > 1e15:
+        return values.astype(np.float64) / 1e9
+    return np.arange(len(values), dtype=np.float64)
+
+
 def _gates_table(record: Any, figures: dict[str, str] | None = None) -> str:
     from orchestration.plots import markdown_table
 
@@ -87,14 +97,14 @@ def price_validation_report(context: dg.AssetExecutionContext, model_store: Mode
                 "rank IC": m.get(f"{p}rank_ic"),
                 "hit rate": m.get(f"{p}hit_rate"),
                 "OOS R2": m.get(f"{p}oos_r2"),
-                "signal long-short Sharpe": m.get(f"{p}ls_sharpe"),
+                "signal long-short Sharpe (annualized)": m.get(f"{p}ls_sharpe"),
                 "signal long-short total": m.get(f"{p}ls_total_return"),
             }
         )
     ic_lines, equity_lines = {}, {}
     for c in columns:
         ics = ic_series(holdout, c, config.label, cross_sectional=config.cross_sectional)
-        ic_lines["model" if c == "forecast" else c] = (np.arange(len(ics)), np.cumsum(ics.to_numpy()))
+        ic_lines["model" if c == "forecast" else c] = (_epoch_s(ics.index), np.cumsum(ics.to_numpy()))
         ls = long_short_backtest(
             holdout,
             c,
@@ -103,16 +113,22 @@ def price_validation_report(context: dg.AssetExecutionContext, model_store: Mode
             interval_s=config.interval_s,
             demean=config.cross_sectional,
         )
-        equity_lines["model" if c == "forecast" else c] = (np.arange(len(ls.returns)), np.cumsum(ls.returns.to_numpy()))
+        equity_lines["model" if c == "forecast" else c] = (_epoch_s(ls.returns.index), np.cumsum(ls.returns.to_numpy()))
+    dated = all(np.nanmin(x, initial=np.inf) > 1e8 for x, _ in [*ic_lines.values(), *equity_lines.values()])
     charts = {
         "cumulative_ic": plots.line_chart(
-            ic_lines, title="Cumulative IC on the holdout", x_label="bar", y_label="sum of per-bar IC"
+            ic_lines,
+            title="Cumulative IC on the holdout",
+            x_label="UTC" if dated else "bar",
+            y_label="sum of per-bar IC",
+            x_dates=dated,
         ),
         "long_short_equity": plots.line_chart(
             equity_lines,
             title="Idealized long-short (a signal metric: bar closes, 2 bps fees; the strategy backtest is the money)",
-            x_label="bar",
+            x_label="UTC" if dated else "bar",
             y_label="cumulative return",
+            x_dates=dated,
         ),
     }
     folds = [
@@ -130,6 +146,9 @@ def price_validation_report(context: dg.AssetExecutionContext, model_store: Mode
                 else "the source has no oracle (the gates are statistical and the strategy's money)."
             ),
             plots.markdown_table(rows),
+            "The signal long-short Sharpe is the mean over the standard deviation of its returns per "
+            "holding period, times the square root of the holding periods in a year (365 days of bars "
+            "on a 24/7 market, the calendar's sessions otherwise).",
             "## Walk-forward folds",
             plots.markdown_table(folds),
             "## Gates",
@@ -193,42 +212,47 @@ def risk_validation_report(context: dg.AssetExecutionContext, model_store: Model
     record = _candidate("risk", model_store.registry())
     m = record.metadata["metrics"]
     path_frame = lake.read_frame(validation_file("risk"))
-    rows = []
-    for index in sorted(path_frame["symbol"].unique()):
-        rows.append(
+    coverage, losses = [], []
+    names = [(str(i), str(i)) for i in sorted(path_frame["symbol"].unique())] + [("market", "market (served weights)")]
+    for key, label in names:
+        coverage.append(
             {
-                "index": index,
-                "exceedances": m.get(f"{index}_exceedance_rate"),
-                "Kupiec p": m.get(f"{index}_kupiec_p"),
-                "Christoffersen p": m.get(f"{index}_christoffersen_p"),
-                "pinball": m.get(f"{index}_pinball"),
-                "EWMA": m.get(f"{index}_ewma_pinball"),
-                "GARCH FHS": m.get(f"{index}_garch_pinball"),
-                "GARCH t": m.get(f"{index}_garch_t_pinball"),
+                "series": label,
+                "exceedance rate": m.get(f"{key}_exceedance_rate"),
+                "Kupiec p (rate)": m.get(f"{key}_kupiec_p"),
+                "Christoffersen p (independence)": m.get(f"{key}_christoffersen_p"),
             }
         )
-    rows.append(
-        {
-            "index": "the market's bars (served weights)",
-            "exceedances": m.get("market_exceedance_rate"),
-            "Kupiec p": m.get("market_kupiec_p"),
-            "Christoffersen p": m.get("market_christoffersen_p"),
-            "pinball": m.get("market_pinball"),
-            "EWMA": m.get("market_ewma_pinball"),
-            "GARCH FHS": None,
-            "GARCH t": None,
-        }
-    )
+        losses.append(
+            {
+                "series": label,
+                "model": m.get(f"{key}_pinball"),
+                "EWMA": m.get(f"{key}_ewma_pinball"),
+                "GARCH FHS": m.get(f"{key}_garch_pinball"),
+                "GARCH t": m.get(f"{key}_garch_t_pinball"),
+            }
+        )
     charts = {}
     for index, group in path_frame.groupby("symbol"):
-        days = (group["ts_ns"].to_numpy() - group["ts_ns"].iloc[0]) / 86_400e9
+        when = group["ts_ns"].to_numpy() / 1e9
         hit = group["ret"].to_numpy() < -group["var99"].to_numpy()
         charts[f"{index}_var"] = plots.line_chart(
-            {"daily return": (days, group["ret"]), "-VaR 99%": (days, -group["var99"])},
-            markers={f"exceedances ({int(hit.sum())})": (days[hit], group["ret"].to_numpy()[hit])},
+            {"daily return": (when, group["ret"]), "-VaR 99%": (when, -group["var99"])},
+            markers={f"exceedances ({int(hit.sum())})": (when[hit], group["ret"].to_numpy()[hit])},
             title=f"{index}: one-day VaR(99%) and exceedances, test years",
-            x_label="days into the test window",
+            x_label="UTC",
             y_label="log return",
+            x_dates=True,
         )
-    markdown = "\n\n".join([f"# Risk model {record.tag}", plots.markdown_table(rows), "## Gates", _gates_table(record)])
+    markdown = "\n\n".join(
+        [
+            f"# Risk model {record.tag}",
+            "## VaR(99%) coverage: Kupiec tests the exceedance rate, Christoffersen their independence",
+            plots.markdown_table(coverage),
+            "## Pinball loss of the 1% quantile (lower is better)",
+            plots.markdown_table(losses),
+            "## Gates",
+            _gates_table(record),
+        ]
+    )
     return _result("risk", record, markdown, charts, index_pinball=float(m["index_pinball"]))

@@ -225,10 +225,14 @@ def price_strategy_backtest(
     initial = float(candidate.core.portfolio.initial_cash) if candidate.core else 0.0
     lines = {}
     for name, result in results.items():
-        days = (np.asarray(result.bars, dtype=np.float64) - result.bars[0]) / 86_400e9 if result.bars else np.zeros(0)
-        lines[name] = (days, np.asarray([float(e) for e in result.equity]) - initial)
+        when = np.asarray(result.bars, dtype=np.float64) / 1e9
+        lines[name] = (when, np.asarray([float(e) for e in result.equity]) - initial)
     chart = plots.line_chart(
-        lines, title="Holdout strategy backtest: PnL net of costs", x_label="days", y_label="PnL (quote currency)"
+        lines,
+        title="Holdout strategy backtest: PnL net of costs",
+        x_label="UTC",
+        y_label="PnL (quote currency)",
+        x_dates=True,
     )
     rows = [{"forecast": name, **{k: _round(v) for k, v in f.items()}} for name, f in figures.items()]
     fit_rows = record.metadata.get("strategy_validation") or {}
@@ -239,6 +243,8 @@ def price_strategy_backtest(
             f"({origin}; {len(candidate.bars):,} bars), costs as the engine's (taker fee, slippage, participation, "
             f"maker fee for limit orders). {note}.",
             plots.markdown_table(rows),
+            "Sharpe: the mean over the standard deviation of the net PnL per bar, times the square root of "
+            "the bars in a year (365 days of bars of this length).",
             "## The strategy on the validation fold (where it was chosen)",
             plots.markdown_table([{k: _round(v) for k, v in fit_rows.items()}]) if fit_rows else "not fitted",
             "## Gates",

@@ -1,5 +1,6 @@
 """The trader follows the strategy the served price model was validated with: at start, after
-a hot swap, with the user's overrides on top, and refuses overrides that do not fit."""
+a hot swap, with the user's overrides on top, and refuses overrides that do not fit; it refuses
+a served model of another bar length; a backtest jumps long gaps in its data and stops at once."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ import numpy as np
 import pytest
 
 from engine.config import BarInterval
+from engine.dataplane import DataPlane
 from engine.errors import ConfigError, EngineError
+from engine.session import SimulatedClock
+from engine.trade import TradingOptions, start_trader
 from engine.trading.breaker import CircuitBreaker
 from engine.trading.core import Forecasts, TradingCore
 from engine.trading.execution import PaperBroker
 from engine.trading.portfolio import Portfolio
 from engine.trading.risk import PreTradeRisk
 from engine.trading.trader import Trader
+from feature_store.features import PRICE
+from feature_store.records import NS_PER_S, Trade
 from serving.client import ServiceUnavailable
 
 
@@ -117,3 +123,81 @@ def test_a_backtest_stops_on_a_failed_risk_call_and_an_unmarked_portfolio_is_not
     core.portfolio.mark("A-USD", Decimal(100))
     asyncio.run(live._refresh_var(target, 0))  # live: the last VaR stays in force
     assert core.risk.var99 == Decimal(7) and live.stats.risk_failures == 1
+
+
+def test_a_served_model_of_another_bar_length_is_refused_before_trading() -> None:
+    models = FakeModels()
+    models.served = {"tag": "price:v1", "interval_s": 1, "horizon_bars": 15}
+    with pytest.raises(ConfigError, match=r"trained on 1-second bars and this run makes 60-second bars.*--bar-seconds 1"):
+        asyncio.run(start_trader(_trader(models), models, TradingOptions()))  # type: ignore[arg-type]
+    models.served["interval_s"] = 60
+    asyncio.run(start_trader(_trader(models), models, TradingOptions()))  # type: ignore[arg-type]
+
+
+def _plane(closed: list[int]) -> DataPlane:
+    async def on_close(start_ns: int, bars: Any, steps: Any, began: float) -> None:
+        closed.append(start_ns)
+
+    return DataPlane(["A-USD", "B-USD"], [PRICE], online=None, recorder=None, interval=BarInterval(60),
+                     grace_s=0.0, on_close=on_close, wall_clock=False)  # fmt: skip
+
+
+def _trades(*minutes: float) -> list[Trade]:
+    t0 = 1_767_571_200 * NS_PER_S
+    return [
+        Trade("coinbase", sym, t0 + int(m * 60 * NS_PER_S), 100.0 + i, 1.0, "buy", f"{i}-{sym}")
+        for i, m in enumerate(minutes)
+        for sym in ("A-USD", "B-USD")
+    ]
+
+
+def test_a_backtest_jumps_a_long_gap_in_the_stored_trades_and_warms_up_again() -> None:
+    closed: list[int] = []
+    plane = _plane(closed)
+    clock = SimulatedClock(plane, max_gap_bars=120)
+    # Five minutes of trades, then nothing for 4.8 years, then three more minutes.
+    trades = _trades(0.5, 1.5, 2.5, 3.5, 4.5, 4.8 * 365 * 1440 + 0.5, 4.8 * 365 * 1440 + 1.5, 4.8 * 365 * 1440 + 3.5)
+
+    async def scenario() -> None:
+        for trade in trades:
+            await clock.advance(trade.ts_ns)
+            plane.on_trade(trade)
+
+    asyncio.run(scenario())
+    assert plane.stats.gaps_skipped == 1 and plane.stats.intervals_skipped > 2_500_000
+    assert len(closed) < 130, len(closed)  # the empty bars before the jump are at most max_gap_bars
+    after = [c for c in closed if c >= trades[10].ts_ns - 60 * NS_PER_S]
+    assert after == [closed[-3], closed[-2], closed[-1]] and after[1] - after[0] == 60 * NS_PER_S
+    # The features started again: their history holds only the bars after the gap.
+    assert plane.features[0]._steps == 3
+
+    short: list[int] = []
+    plane = _plane(short)
+    clock = SimulatedClock(plane, max_gap_bars=120)
+
+    async def no_jump() -> None:
+        for trade in _trades(0.5, 1.5, 100.5, 101.5):  # a 99-minute gap: stepped bar by bar, as live
+            await clock.advance(trade.ts_ns)
+            plane.on_trade(trade)
+
+    asyncio.run(no_jump())
+    assert plane.stats.gaps_skipped == 0 and short == [short[0] + i * 60 * NS_PER_S for i in range(len(short))]
+    assert len(short) == 100  # minutes 1-100 (the first trade's minute is partial, never decided)
+
+
+def test_a_stopped_backtest_stops_closing_at_once() -> None:
+    closed: list[int] = []
+    plane = _plane(closed)
+    stop = {"now": False}
+    clock = SimulatedClock(plane, stopped=lambda: stop["now"])
+
+    async def scenario() -> None:
+        trades = _trades(0.5, 1.5, 2.5, 5000.5)
+        for trade in trades[:6]:
+            await clock.advance(trade.ts_ns)
+            plane.on_trade(trade)
+        stop["now"] = True
+        await clock.advance(trades[-1].ts_ns)  # thousands of bars due: none is closed
+
+    asyncio.run(scenario())
+    assert len(closed) == 1

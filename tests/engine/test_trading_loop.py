@@ -314,3 +314,18 @@ def test_a_fresh_engine_backfills_its_history_and_decides_at_once(stack, databas
     assert first is not None and first < 30, summary.lines()
     assert warm_bars >= 20 * 790  # the history came from the venue, not from a recording of ours
     assert summary.model_failures == 0 and summary.decisions >= 20 and summary.orders > 0
+
+
+def test_a_run_on_bars_the_served_model_was_not_trained_on_is_refused_at_start(stack, fresh_database_url) -> None:
+    """The service holds models of one-second bars: a one-minute run would never get a forecast,
+    so it stops before it connects, with what to run instead on its last line."""
+    env = {**stack["env"], "DATABASE_URL": fresh_database_url}
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "run", "--replay", "3", "--bar-seconds", "60", "--duration", "20",
+         "--account", "minute", "--no-books"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the price model served (price:") and "trained on 1-second bars" in last, last
+    assert "run with --bar-seconds 1" in last

@@ -145,6 +145,16 @@ def test_reading_another_version_is_a_version_error(online: OnlineStore) -> None
         online.read_latest(changed, ["A"])
 
 
+def test_bars_of_another_length_do_not_overwrite_the_version_readers_check(online: OnlineStore) -> None:
+    """An engine on one-second bars beside one on one-minute bars: each set keeps its own version."""
+    seconds = RISK.with_interval(1)
+    assert seconds.version != RISK.version
+    online.write_latest(RISK, T0, ["A"], vectors(1, 0))
+    online.write_latest(seconds, T0 + NS_PER_S, ["A"], vectors(1, 1))
+    np.testing.assert_array_equal(online.read_latest(RISK, ["A"]).values, vectors(1, 0).astype(np.float32))
+    np.testing.assert_array_equal(online.read_latest(seconds, ["A"]).values, vectors(1, 1).astype(np.float32))
+
+
 def test_symbols_never_written_are_missing(online: OnlineStore) -> None:
     online.write_latest(RISK, T0, ["A"], vectors(1, 0))
     with pytest.raises(MissingFeaturesError, match="symbols: B"):

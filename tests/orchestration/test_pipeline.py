@@ -8,6 +8,7 @@ and Redis. What ran is read back from the Dagster instance the CLI wrote.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -107,8 +108,14 @@ def test_the_documented_command_runs_the_whole_graph_and_promotes_three_models(w
     # Reports with charts, and Data Docs, in the data folder.
     home = Path(whole_loop["RRR_HOME"])
     assert list((home / "reports" / "price").glob("*_cumulative_ic.svg"))
-    assert list((home / "reports" / "risk").glob("*_SP500_var.svg"))
-    assert (home / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    var_chart = next((home / "reports" / "risk").glob("*_SP500_var.svg")).read_text()
+    assert re.search(r">20\d\d-\d\d-\d\d<", var_chart), "the chart's time axis shows dates"
+    risk_md = next((home / "reports" / "risk").glob("*.md")).read_text()
+    assert "Christoffersen p (independence)" in risk_md and "Kupiec p (rate)" in risk_md
+    strategy_md = next((home / "reports" / "price_strategy").glob("*.md")).read_text()
+    assert "square root of the bars in a year" in strategy_md
+    docs = home / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    assert "<!-- rrr offline validations -->" in (docs / "index.html").read_text()
     first, end = (int(x) for x in str(latest(store, "offline_features")["window"]).split()[::2])  # type: ignore[index]
     low, high = _partition_bounds_ns(whole_loop)
     assert low <= first and end <= high, "features were computed outside the partitions' days"

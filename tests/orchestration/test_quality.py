@@ -88,3 +88,25 @@ def test_features_outside_their_reference_range_fail(market, gx_root: Path) -> N
     assert not report.success and columns == {"rvol_60", "ret_1_z"}
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['nope'\]"):
         quality.validate_features(table, ["nope"], gx_root)
+
+
+def test_the_data_docs_index_lists_every_validation_without_a_network(gx_root: Path) -> None:
+    """Read as a browser without a network would: only what the HTML itself holds counts."""
+    import re
+
+    site = gx_root / "gx" / "uncommitted" / "data_docs" / "local_site"
+    stored = sorted((gx_root / "gx" / "uncommitted" / "validations").rglob("*.json"))
+    assert len(stored) >= 5  # the tests above: clean and bad bars, news twice, features
+    for name in ("index.html", quality.quality_page.PAGE):
+        text = (site / name).read_text()
+        section = text[text.index("<!-- rrr offline validations -->") :]
+        links = re.findall(r"<a href='(validations/[^']+\.html)'>", section)
+        assert len(links) == len(stored), name
+        assert all((site / link).is_file() for link in links)
+        assert section.count(">FAILED<") >= 2 and "expect_compound_columns_to_be_unique" in section
+    page = (site / quality.quality_page.PAGE).read_text()
+    assert "<script" not in page and "http" not in page  # nothing to fetch
+    finite = next(p for p in stored if "features" in p.parent.parent.parent.name)
+    result_page = site / "validations" / finite.relative_to(gx_root / "gx" / "uncommitted" / "validations")
+    html = result_page.with_suffix(".html").read_text()
+    assert "is finite" in html and "1.797" not in html

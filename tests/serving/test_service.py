@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -283,11 +284,12 @@ def test_risk_per_symbol_and_portfolio(stack) -> None:
 
     book = call(stack, "portfolio_risk", {"A": 1000.0, "B": -500.0}, returns=returns)
     assert book["var99"] > 0 and book["es975"] > book["var99"] * 0.9
+    assert (book["horizon_bars"], book["interval_s"]) == (1, None)  # one period of the returns given
     assert set(book["stress"]) >= {"worst_period_1", "market_-3sd"}
     hedged = call(stack, "portfolio_risk", {"A": 1000.0}, returns=returns)
     assert hedged["volatility"] == pytest.approx(1000.0 * vol[0], rel=1e-6)
     from_store = call(stack, "portfolio_risk", {"T000": 1000.0, "T001": 1000.0}, LAST)
-    assert from_store["var99"] > 0
+    assert from_store["var99"] > 0 and (from_store["horizon_bars"], from_store["interval_s"]) == (1, 60)
 
 
 def _registry_cli(stack, *args: str) -> None:
@@ -476,3 +478,14 @@ def test_with_no_models_the_service_starts_not_ready_and_answers_503(tmp_path: P
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
         log.close()
+
+
+def test_the_openapi_document_names_the_version_and_every_answer(stack) -> None:
+    from importlib.metadata import version
+
+    with urllib.request.urlopen(f"{stack['url']}/docs.json", timeout=30) as resp:
+        spec = json.loads(resp.read())
+    assert spec["info"]["version"] == version("rrralgorithms")
+    for path in ("/forecast", "/forecast_windows", "/sentiment", "/risk", "/portfolio_risk", "/versions"):
+        answers = spec["paths"][path]["post"]["responses"]
+        assert {"200", "400", "409", "415", "422", "503"} <= set(answers), (path, sorted(answers))
