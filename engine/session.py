@@ -370,12 +370,12 @@ async def warm_start(
             api_key=source.api_key or "", refetch=source.exchange is not None,
         )  # fmt: skip
         summary = await backfill(options, pool)
-        log.warning(
+        log.info(
             "warm start: %d bars backfilled from %s in %.1f s (%d already stored)",
             summary.bars_stored, venue, time.monotonic() - began, summary.bars_already_stored,
         )  # fmt: skip
     else:
-        log.warning("warm start: %s has no %s history over REST; using the stored bars", source.options.venues[0],
+        log.info("warm start: %s has no %s history over REST; using the stored bars", source.options.venues[0],
                     interval)  # fmt: skip
     return await stored_bars(pool, source.symbols, interval, now_interval, bars)
 

@@ -233,7 +233,7 @@ async def run_trading(
         )
         unsent = trader.restore(state)
         if state.fills or state.open_orders:
-            log.warning(
+            log.info(
                 "account %s restored from the database: %d fills, %d open positions, %d open orders (%d unsent)",
                 options.account,
                 state.fills,
@@ -262,10 +262,10 @@ async def run_trading(
         history = await warm_start(pool, source, config.interval, options.warmup_bars)
         if options.warmup_bars:
             warmed = await plane.warm_up(history, record=False)
-            log.warning("features warmed up with %d bars over %d intervals", len(history), warmed)
+            log.info("features warmed up with %d bars over %d intervals", len(history), warmed)
             decided = await plane.decide_warm_up()
             if decided is not None:
-                log.warning("first decision made at start, on the bar of %d (the last one warmed up)", decided)
+                log.info("first decision made at start, on the bar of %d (the last one warmed up)", decided)
         session = Session(
             source, WallClock(), plane, trader=trader, recorder=recorder, metrics_port=record.metrics_port
         )

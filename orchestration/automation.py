@@ -8,14 +8,17 @@ Jobs:
     feature_job: offline features and online features.
     retrain_job: training sets, the three candidates and their gates, reports, promotion.
     rollback_job: re-promote the previous production version of a model.
+    observe_engine: observe the model service, the engine's decisions and its recorded trades
+        (the ``engine`` group: the half of the loop Dagster does not run).
 
 Schedules: ``feature_schedule`` (hourly) and ``daily_retrain`` (00:30 UTC).
 
 Sensors:
     new_market_data: launches ``market_data_job`` for each day whose source data is new or changed.
-    model_quality: launches ``retrain_job`` when the live IC the engine recorded decays below
-        ``RRR_IC_DECAY`` x the production model's validation IC, or a price feature's PSI
-        against the training window passes ``RRR_PSI_THRESHOLD``.
+    model_quality: launches ``retrain_job`` when the live IC of ``engine_decisions`` decays
+        below ``RRR_IC_DECAY`` x the production model's validation IC, or a price feature's PSI
+        against the training window passes ``RRR_PSI_THRESHOLD``; each evaluation also
+        records an observation of the engine's assets.
     run_failure_alert: appends an alert for every failed run to ``$RRR_HOME/alerts/alerts.jsonl``.
 """
 
@@ -27,6 +30,7 @@ from typing import Any
 
 import dagster as dg
 
+from orchestration.assets import engine_data
 from orchestration.assets.common import DAILY
 from orchestration.resources import ModelStoreResource, PostgresResource, SourceResource
 
@@ -45,9 +49,12 @@ def _every_day() -> dict[str, str]:
     return {"dagster/asset_partition_range_start": span[0], "dagster/asset_partition_range_end": span[1]}
 
 
+ENGINE = dg.AssetSelection.groups("engine")  # observed, not materialized: the service and the engine
+observe_engine = engine_data.observe_engine
+
 whole_loop = dg.define_asset_job(
     "whole_loop",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - ENGINE,
     tags=_every_day(),
     description="Every asset, market data to production models, over every day (one run).",
 )
@@ -163,9 +170,12 @@ async def recent_price_features(pool: Any, hours: float = 24.0, feature_set: Any
 )
 def model_quality(
     context: dg.SensorEvaluationContext, postgres: PostgresResource, model_store: ModelStoreResource
-) -> dg.RunRequest | dg.SkipReason:
+) -> dg.SensorResult:
     from orchestration import drift
     from orchestration.assets.common import settings
+    from orchestration.assets.engine_data import observe_all
+
+    observed = observe_all(postgres)  # what it reads, on the engine's assets in the UI
 
     s = settings()
     min_timestamps = 100
@@ -193,9 +203,14 @@ def model_quality(
             if scores[worst] > s.psi_threshold:
                 reasons.append(f"PSI of {worst} {scores[worst]:.3f} > {s.psi_threshold}")
     if not reasons:
-        return dg.SkipReason("live IC and feature drift are within their thresholds (or not enough data yet)")
+        return dg.SensorResult(
+            skip_reason="live IC and feature drift are within their thresholds (or not enough data yet)",
+            asset_events=observed,
+        )
     # One retrain per hour at most, whatever keeps firing.
-    return dg.RunRequest(run_key=f"quality:{int(time.time() // 3600)}", tags={"rrr/retrain_reason": "; ".join(reasons)})
+    hour = int(time.time() // 3600)
+    request = dg.RunRequest(run_key=f"quality:{hour}", tags={"rrr/retrain_reason": "; ".join(reasons)})
+    return dg.SensorResult(run_requests=[request], asset_events=observed)
 
 
 @dg.run_failure_sensor(description="Record an alert for every failed run.")

@@ -9,17 +9,21 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration import automation
-from orchestration.assets import features, market_data, models, reports, strategy, training_sets
+from orchestration.assets import engine_data, features, market_data, models, reports, strategy, training_sets
 from orchestration.resources import resources_from_env
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([market_data, features, training_sets, models, reports, strategy]),
+    assets=[
+        *dg.load_assets_from_modules([market_data, features, training_sets, models, reports, strategy]),
+        *engine_data.engine_assets,
+    ],
     jobs=[
         automation.whole_loop,
         automation.market_data_job,
         automation.feature_job,
         automation.retrain_job,
         automation.rollback_job,
+        automation.observe_engine,
     ],
     schedules=[automation.feature_schedule, automation.daily_retrain],
     sensors=[automation.new_market_data, automation.model_quality, automation.run_failure_alert],

@@ -145,13 +145,14 @@ def test_readme_commands_run_as_written(tmp_path, fresh_database_url, scratch_re
     }
     env.pop("BENTOML_HOME", None)
     env.pop("RRR_SERVING_URL", None)
-    outputs = {}
+    outputs, errors = {}, {}
     try:
         for command in RUN:
             # As a user's shell runs it (the README's text, nothing else, goes to the shell).
             out = subprocess.run(["/bin/sh", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
             assert out.returncode == 0, f"{command} exited {out.returncode}:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
             outputs[command] = out.stdout
+            errors[command] = out.stderr
     finally:
         subprocess.run(
             [str(PYTHON), "-m", "serving.launcher", "stop"], cwd=ROOT, env=env, capture_output=True, timeout=60
@@ -160,6 +161,9 @@ def test_readme_commands_run_as_written(tmp_path, fresh_database_url, scratch_re
     run = outputs[".venv/bin/python -m engine run --replay 20 --speed 60 --market-clock --duration 20"]
     decided = re.search(r"(\d+) bars decided", run)
     assert decided and int(decided.group(1)) >= 5, run
+    # A healthy run warns about nothing: routine lines (warm start, strategy in force) are INFO.
+    command = ".venv/bin/python -m engine run --replay 20 --speed 60 --market-clock --duration 20"
+    assert not [line for line in errors[command].splitlines() if " WARNING " in line], errors[command][-3000:]
     assert "account paper" in outputs[".venv/bin/python -m engine status --account paper"]
     backtest = outputs[".venv/bin/python -m engine backtest --venue coinbase --account bt1"]
     assert re.search(r"account bt1: .* (\d+) bars decided", backtest), backtest

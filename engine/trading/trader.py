@@ -205,7 +205,7 @@ class Trader:
             except ValueError as exc:
                 raise ConfigError(f"the strategy overrides ({shown}) do not fit {source}'s strategy: {exc}") from exc
         if self.core.set_params(params):
-            log.warning("strategy in force: %s", params.describe())
+            log.info("strategy in force: %s", params.describe())
             if self.store is not None:
                 try:
                     await self.store.set_strategy({**params.to_json(), "since_ns": now_ns}, now_ns)

@@ -27,7 +27,11 @@ _TIME = {"trades": "ts_ns", "bars": "start_ns", "news": "ts_ns", "oracle": "ts_n
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec(key, description=text, group_name=GROUP, kinds={"parquet"}) for key, text in _RAW.items()],
+    # What the engine recorded is raw data of the next run (RRR_SOURCE=recorded): the loop, closed.
+    specs=[
+        dg.AssetSpec(key, description=text, group_name=GROUP, kinds={"parquet"}, deps=["engine_recordings"])
+        for key, text in _RAW.items()
+    ],
     check_specs=[
         dg.AssetCheckSpec("bars_quality", asset="raw_bars", blocking=True, description="GX suite on the day's bars."),
         dg.AssetCheckSpec("news_quality", asset="raw_news", blocking=True, description="GX suite on the day's news."),

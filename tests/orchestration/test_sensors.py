@@ -107,13 +107,18 @@ def test_live_ic_decay_triggers_retraining_and_good_ic_does_not(
     good = automation.model_quality(
         dg.build_sensor_context(), postgres=postgres, model_store=_Store(validation_ic=0.05)
     )
-    assert isinstance(good, dg.SkipReason)
+    assert good.skip_reason is not None and not good.run_requests
+    # What the sensor read is recorded on the engine's assets, upstream of the retraining it launches.
+    seen = {e.asset_key.to_user_string(): e for e in good.asset_events}
+    assert set(seen) == {"model_service", "engine_decisions", "engine_recordings"}
+    assert seen["engine_decisions"].metadata["decisions"].value == 1500
+    assert seen["engine_decisions"].metadata["realized"].value == 1500
     _decisions(fresh_database_url, forecast_noise=1e6)  # forecasts unrelated to outcomes: IC about 0
     decayed = automation.model_quality(
         dg.build_sensor_context(), postgres=postgres, model_store=_Store(validation_ic=0.5)
     )
-    assert isinstance(decayed, dg.RunRequest)
-    assert "live IC" in decayed.tags["rrr/retrain_reason"]
+    assert len(decayed.run_requests) == 1
+    assert "live IC" in decayed.run_requests[0].tags["rrr/retrain_reason"]
 
 
 def test_feature_drift_triggers_retraining(tmp_path: Path, monkeypatch, fresh_database_url: str) -> None:
@@ -140,13 +145,13 @@ def test_feature_drift_triggers_retraining(tmp_path: Path, monkeypatch, fresh_da
     postgres = PostgresResource(url=fresh_database_url)
     store(live)
     calm = automation.model_quality(dg.build_sensor_context(), postgres=postgres, model_store=_Store())
-    assert isinstance(calm, dg.SkipReason)
+    assert calm.skip_reason is not None and not calm.run_requests
     shifted = live.copy()
     shifted["rvol_60"] += 3.0  # one feature's population moved
     store(shifted)
     fired = automation.model_quality(dg.build_sensor_context(), postgres=postgres, model_store=_Store())
-    assert isinstance(fired, dg.RunRequest)
-    assert "PSI of rvol_60" in fired.tags["rrr/retrain_reason"]
+    assert len(fired.run_requests) == 1
+    assert "PSI of rvol_60" in fired.run_requests[0].tags["rrr/retrain_reason"]
 
 
 def test_psi_is_zero_for_the_same_population_and_large_for_a_shift() -> None:
@@ -181,3 +186,28 @@ def test_a_failed_run_records_an_alert(tmp_path: Path, monkeypatch) -> None:
     (alert,) = [json.loads(line) for line in (tmp_path / "alerts" / "alerts.jsonl").read_text().splitlines()]
     assert alert["run_id"] == result.run_id and alert["job"] == "_failing_job"
     assert "_explode" in alert["message"] or "failed" in alert["message"]
+
+
+def test_the_engine_half_of_the_loop_is_in_the_lineage_and_observed(fresh_database_url: str) -> None:
+    from orchestration.assets.engine_data import observe_engine
+    from orchestration.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+
+    def parents(key: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(key)).parent_keys}
+
+    # data -> models -> service -> engine -> data
+    assert "engine_recordings" in parents("raw_trades") and "engine_recordings" in parents("raw_bars")
+    assert {"price_model_production", "sentiment_model_production", "risk_model_production"} <= parents("model_service")
+    assert {"model_service", "online_features"} <= parents("engine_decisions")
+    _decisions(fresh_database_url, forecast_noise=1.0)
+    result = observe_engine.execute_in_process(resources={"postgres": PostgresResource(url=fresh_database_url)})
+    seen = {
+        e.asset_key.to_user_string(): e.event_specific_data.asset_observation.metadata  # type: ignore[union-attr]
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    }
+    assert set(seen) == {"model_service", "engine_decisions", "engine_recordings"}
+    assert seen["engine_decisions"]["decisions"].value == 1500
+    assert "state" in seen["model_service"]  # ready, or why not: never a failed run for a stopped service
