@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -65,3 +68,19 @@ def test_alert_rules_and_dashboard_name_series_the_engine_exposes(tmp_path: Path
     assert "rrr_engine_orders_total" in exposed and "rrr_engine_orders" not in exposed  # the text format's rule
     used = _used([*alerts.values(), *exprs])
     assert used and used <= exposed, sorted(used - exposed)
+
+
+def test_the_alerts_unit_test_feeds_real_series_and_passes_promtool(tmp_path: Path) -> None:
+    spec = yaml.safe_load((DEPLOY / "prometheus" / "engine_alerts_test.yml").read_text())
+    series = [s["series"] for t in spec["tests"] for s in t["input_series"]]
+    assert _used(series) <= _series(_engine_exposition(tmp_path)), "the unit test feeds series the engine never exports"
+    tested = {a["alertname"] for t in spec["tests"] for a in t["alert_rule_test"]}
+    assert {"EngineFeedStale", "EngineDenialsSpike"} <= tested
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed: the alerts' unit test was checked for real series names only")
+    out = subprocess.run(
+        [promtool, "test", "rules", "engine_alerts_test.yml"],
+        cwd=DEPLOY / "prometheus", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
