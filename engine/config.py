@@ -5,7 +5,8 @@ Variables read by :meth:`EngineConfig.from_env` (command-line flags override the
         broker). ``live`` is refused with an error rather than paper-traded silently.
     RRR_BAR_SECONDS: bar interval in seconds (default 60; ``RRR_ENGINE_BAR_SECONDS`` is
         read too, for older setups).
-    RRR_SERVING_URL: the model service (default ``http://127.0.0.1:3000``).
+    RRR_SERVING_URL: the model service (default: ``RRR_SERVING_HOST``:``RRR_SERVING_PORT``, the
+        address the service listens on, ``http://127.0.0.1:3000`` when neither is set).
     RRR_ONLINE_NAMESPACE: keep this engine's online features under their own namespace.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from engine.errors import ConfigError
 from feature_store.records import NS_PER_S
+from serving.config import service_url
 
 __all__ = ["BarInterval", "EngineConfig"]
 
@@ -96,7 +98,7 @@ class EngineConfig:
         config = cls(
             interval=interval,
             namespace=env.get("RRR_ONLINE_NAMESPACE") or None,
-            serving_url=env.get("RRR_SERVING_URL", "http://127.0.0.1:3000"),
+            serving_url=service_url(env),
             mode=mode,
         )
         given = {k: v for k, v in overrides.items() if v is not None}

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from serving.config import service_url
 from serving.errors import ServingError
 
 __all__ = ["ModelClient", "RequestRejected", "ServiceUnavailable"]
@@ -59,7 +60,8 @@ class ModelClient:
     """Calls the model service over HTTP.
 
     Args:
-        url: the service (default ``RRR_SERVING_URL`` or ``http://127.0.0.1:3000``).
+        url: the service (default ``RRR_SERVING_URL``, else ``RRR_SERVING_HOST``:``RRR_SERVING_PORT``,
+            ``http://127.0.0.1:3000`` when neither is set).
         api_key: sent as a bearer token (default ``RRR_SERVING_API_KEY``).
         timeout_s: per attempt.
         retries: extra attempts after a connection error, a timeout or a 503.
@@ -75,7 +77,7 @@ class ModelClient:
         retries: int = 2,
         backoff_s: float = 0.05,
     ) -> None:
-        self.url = (url or os.environ.get("RRR_SERVING_URL") or "http://127.0.0.1:3000").rstrip("/")
+        self.url = (url or service_url()).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("RRR_SERVING_API_KEY")
         self._headers = {"Content-Type": "application/json"}
         if key:

@@ -79,7 +79,7 @@ class ServingSettings:
             host=host,
             port=port,
             api_key=env.get("RRR_SERVING_API_KEY") or None,
-            url=env.get("RRR_SERVING_URL", f"http://{host}:{port}").rstrip("/"),
+            url=service_url(env),
             workers=_number(env, "RRR_SERVING_WORKERS", 1, int, 1),
             threads=_number(env, "RRR_SERVING_THREADS", 1, int, 1),
             poll_s=_number(env, "RRR_SERVING_POLL_S", 2.0, float, 0.05),
@@ -90,6 +90,15 @@ class ServingSettings:
             access_log=_flag(env, "RRR_SERVING_ACCESS_LOG"),
             tracing=_flag(env, "RRR_SERVING_TRACING"),
         )
+
+
+def service_url(environ: Mapping[str, str] | None = None) -> str:
+    """Where clients find the service: ``RRR_SERVING_URL``, else ``RRR_SERVING_HOST`` and
+    ``RRR_SERVING_PORT`` (default ``http://127.0.0.1:3000``), the address it listens on."""
+    env = os.environ if environ is None else environ
+    if env.get("RRR_SERVING_URL"):
+        return env["RRR_SERVING_URL"].rstrip("/")
+    return f"http://{env.get('RRR_SERVING_HOST', '127.0.0.1')}:{env.get('RRR_SERVING_PORT', '3000')}"
 
 
 def _inside_bento(cwd: Path) -> bool:
@@ -112,6 +121,6 @@ def _number(env: Mapping[str, str], name: str, default: T, kind: Callable[[str],
         value = kind(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
-    if not value >= least:  # type: ignore[operator]
+    if not value >= least:
         raise ConfigError(f"{name} must be >= {least}, got {raw!r}")
     return value

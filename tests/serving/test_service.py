@@ -398,6 +398,13 @@ def test_bentoml_build_offline_and_the_built_bento_serves(stack) -> None:
     src = Path(env["BENTOML_HOME"]) / "bentos" / "rrr_models" / tag.split(":")[1] / "src"
     assert (src / "serving" / "service.py").exists() and (src / "feature_store" / "online_layout.py").exists()
     home = Path(env["RRR_HOME"])
+    # Served from its own folder, the Bento needs RRR_HOME: without it, it stops and says so.
+    bare = {k: v for k, v in env.items() if k != "RRR_HOME"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "bentoml", "serve", tag, "--port", str(launcher.free_port())],
+        env=bare, capture_output=True, text=True, timeout=120, cwd=home,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "RRR_HOME is not set" in refused.stdout + refused.stderr
     service = launcher.start(port=launcher.free_port(), env=env, target=tag, log_path=home / "bento.log")
     try:
         out = run(_client_call(service.url, "forecast", SYMBOLS[:3], LAST))
