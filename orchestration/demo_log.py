@@ -83,9 +83,10 @@ class StepLines(logging.Handler):
             if long:
                 self.write("  ... running: " + ", ".join(f"{s} ({t:.0f} s)" for s, t in long))
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop the progress lines (closing the handler does not: Dagster closes every logging
+        handler each time it configures the Python loggers, at every step)."""
         self._stop.set()
-        super().close()
 
 
 @dg.logger(description="One line per finished step with its time; a line every 30 s for a step still running.")

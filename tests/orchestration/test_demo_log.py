@@ -17,7 +17,9 @@ def test_one_line_per_step_with_what_it_said_and_progress_while_long() -> None:
     @dg.logger
     def collect(init_context: dg.InitLoggerContext) -> logging.Logger:
         logger = logging.Logger("test.demo", level=logging.DEBUG)
-        logger.addHandler(StepLines(write=lines.append, every_s=0.2))
+        handler = StepLines(write=lines.append, every_s=0.2)
+        handler.close()  # as Dagster's logging configuration does at every step: the lines go on
+        logger.addHandler(handler)
         return logger
 
     @dg.op
