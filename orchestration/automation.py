@@ -8,8 +8,9 @@ Jobs:
     feature_job: offline features and online features.
     retrain_job: training sets, the three candidates and their gates, reports, promotion.
     rollback_job: re-promote the previous production version of a model.
-    observe_engine: observe the model service, the engine's decisions and its recorded trades
-        (the ``engine`` group: the half of the loop Dagster does not run).
+    observe_engine: record what the model service serves (after asking it to reload), the
+        engine's decisions and its recorded trades (the ``engine`` group: the half of the loop
+        Dagster does not run).
 
 Schedules: ``feature_schedule`` (hourly) and ``daily_retrain`` (00:30 UTC).
 
@@ -49,12 +50,11 @@ def _every_day() -> dict[str, str]:
     return {"dagster/asset_partition_range_start": span[0], "dagster/asset_partition_range_end": span[1]}
 
 
-ENGINE = dg.AssetSelection.groups("engine")  # observed, not materialized: the service and the engine
 observe_engine = engine_data.observe_engine
 
 whole_loop = dg.define_asset_job(
     "whole_loop",
-    selection=dg.AssetSelection.all() - ENGINE,
+    selection=dg.AssetSelection.all(),
     tags=_every_day(),
     description="Every asset, market data to production models, over every day (one run).",
 )

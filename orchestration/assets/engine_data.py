@@ -1,19 +1,21 @@
-"""The half of the loop Dagster does not run, as observed assets, so that its UI shows the whole
-loop: data -> models -> service -> engine -> data.
+"""The half of the loop Dagster does not run, as assets, so that its UI shows the whole loop:
+data -> models -> service -> engine -> data.
 
-* ``model_service``: the running BentoML service and the models it serves (downstream of the
-  three production assets).
+* ``model_service``: the running BentoML service and the models it serves, downstream of the
+  three production assets. Materializing it asks the service to ``/reload`` (a promotion takes
+  effect at once, not at the next poll) and records the versions it serves.
 * ``engine_decisions``: what the engine decided with those models (``decisions`` in
   PostgreSQL), each later given its realized return over the model's horizon: the live IC the
   ``model_quality`` sensor watches before it launches ``retrain_job``.
 * ``engine_recordings``: the trades the engine recorded from the venues (``trades`` rows of the
-  venues it trades, with the bars it built from them); the ``recorded`` source lands them as the
-  raw market data of the next run, so they sit upstream of ``raw_*``.
+  venues it trades); the ``recorded`` source lands them as the raw market data of the next run,
+  so they sit upstream of ``raw_*``.
 
-Dagster does not materialize them; each is observed (the ``observe_engine`` job, and the
-``model_quality`` sensor at each evaluation): counts, latest times and the models served, as
-metadata with a data version that changes when they do. An observation never fails because the
-engine or the service is not running: it says so.
+The service and the engine run outside Dagster: these assets record what they find (counts,
+latest times, the models served, or why the service is not answering) and never fail because
+the engine or the service is not running. They are plain assets, so any selection that reaches
+them (``price_model_candidate*``, ``*raw_bars``) runs; the ``model_quality`` sensor also records
+an observation of each at every evaluation.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
@@ -28,31 +30,6 @@ GROUP = "engine"
 KEYS = ("model_service", "engine_decisions", "engine_recordings")
 # Venues whose rows the engine records (the pipeline's own sources write `synthetic` and `file`).
 _PIPELINE_VENUES = ("synthetic", "file")
-
-_SERVING_SPECS = [
-    dg.AssetSpec(
-        "model_service",
-        deps=["price_model_production", "sentiment_model_production", "risk_model_production"],
-        group_name=GROUP,
-        kinds={"bentoml"},
-        description="The BentoML service serving the production models (RRR_SERVING_URL); it follows promotions.",
-    ),
-    dg.AssetSpec(
-        "engine_decisions",
-        deps=["model_service", "online_features"],
-        group_name=GROUP,
-        kinds={"postgres"},
-        description="The engine's decisions (forecast, target, model versions), later given their realized "
-        "returns: the live IC the model_quality sensor compares with the validation IC to launch retraining.",
-    ),
-]
-_RECORDINGS_SPEC = dg.AssetSpec(
-    "engine_recordings",
-    group_name=GROUP,
-    kinds={"postgres"},
-    description="Trades the engine recorded from the venues (and the bars it built from them); "
-    "RRR_SOURCE=recorded lands them as raw market data.",
-)
 
 _DECISIONS_SQL = """
 SELECT count(*) AS decisions, count(realized_return) AS realized, max(ts_ns) AS latest_ns,
@@ -124,17 +101,82 @@ def observe_all(postgres: PostgresResource) -> list[dg.AssetObservation]:
     return observations(postgres.run(engine_tables), service_versions(url), url)
 
 
-# Declared, not materialized: Dagster shows them in the lineage and records their observations.
-engine_assets = [*_SERVING_SPECS, _RECORDINGS_SPEC]
+def _materialized(seen: dg.AssetObservation) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        asset_key=seen.asset_key,
+        metadata=dict(seen.metadata),
+        data_version=dg.DataVersion(seen.tags["dagster/data_version"]),
+    )
 
 
-@dg.op(description="Observe the model service, the engine's decisions and its recorded trades.")
-def observe_engine_assets(context: dg.OpExecutionContext, postgres: PostgresResource) -> None:
-    for seen in observe_all(postgres):
-        context.log_event(seen)
-        context.log.info(f"{seen.asset_key.to_user_string()}: {dict((k, v.value) for k, v in seen.metadata.items())}")
+def _by_key(seen: list[dg.AssetObservation]) -> dict[str, dg.AssetObservation]:
+    return {one.asset_key.to_user_string(): one for one in seen}
 
 
-@dg.job(description="Observe the model service and what the engine recorded (the engine group's assets).")
-def observe_engine() -> None:
-    observe_engine_assets()
+@dg.asset(
+    group_name=GROUP,
+    kinds={"postgres"},
+    description="Trades the engine recorded from the venues; RRR_SOURCE=recorded lands them as raw market data.",
+)
+def engine_recordings(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
+    seen = _by_key(observations(postgres.run(engine_tables), "not asked", ""))["engine_recordings"]
+    context.log.info(f"the engine has recorded {seen.metadata['trades'].value:,} venue trades")
+    return _materialized(seen)
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=["price_model_production", "sentiment_model_production", "risk_model_production"],
+    kinds={"bentoml"},
+    description="The BentoML service serving the production models (RRR_SERVING_URL): asked to reload, so a "
+    "promotion takes effect at once; records the versions it serves, or that it is not running.",
+)
+def model_service(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    from serving.config import ServingSettings
+
+    url = ServingSettings.from_env().url
+    reloaded = service_reload(url)
+    seen = _by_key(observations({}, service_versions(url) if reloaded is None else reloaded, url))["model_service"]
+    context.log.info(f"model service at {url}: {seen.metadata['state'].value}")
+    return _materialized(seen)
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=["model_service", "online_features"],
+    kinds={"postgres"},
+    description="The engine's decisions (forecast, target, model versions), later given their realized "
+    "returns: the live IC the model_quality sensor compares with the validation IC to launch retraining.",
+)
+def engine_decisions(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
+    seen = _by_key(observations(postgres.run(engine_tables), "not asked", ""))["engine_decisions"]
+    meta = {k: v.value for k, v in seen.metadata.items()}
+    decided, realized = meta.get("decisions", 0), meta.get("realized", 0)
+    context.log.info(f"the engine has stored {decided:,} decisions, {realized:,} with their realized returns")
+    return _materialized(seen)
+
+
+def service_reload(url: str, timeout_s: float = 10.0) -> str | None:
+    """Ask the service at ``url`` to load its store's promotions now; None when it did, else why not."""
+    import asyncio
+
+    from serving.client import ModelClient, RequestRejected, ServiceUnavailable
+
+    async def ask() -> None:
+        async with ModelClient(url, timeout_s=timeout_s, retries=0) as client:
+            await client.reload()
+
+    try:
+        asyncio.run(ask())
+    except (ServiceUnavailable, RequestRejected) as exc:
+        return f"not answering: {exc}"
+    return None
+
+
+engine_assets = [engine_recordings, model_service, engine_decisions]
+observe_engine = dg.define_asset_job(
+    "observe_engine",
+    selection=dg.AssetSelection.assets(*KEYS),
+    description="Record what the model service serves, what the engine decided and what it recorded (the engine "
+    "group: the half of the loop Dagster does not run).",
+)

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from feature_store.services import ServiceUrls
+from serving import launcher
 
 
 @contextmanager
@@ -31,6 +32,8 @@ def pipeline_env(home: Path, service_urls: ServiceUrls, *, redis_url: str, **set
         "REDIS_URL": redis_url,
         "RRR_TRAIN": "small",
         "PYTHONWARNINGS": "ignore",
+        # Nothing listens there: the run's model_service asset must not reach a user's running service.
+        "RRR_SERVING_URL": f"http://127.0.0.1:{launcher.free_port()}",
         **settings,
     }
     untraced(env)

@@ -188,8 +188,8 @@ def test_a_failed_run_records_an_alert(tmp_path: Path, monkeypatch) -> None:
     assert "_explode" in alert["message"] or "failed" in alert["message"]
 
 
-def test_the_engine_half_of_the_loop_is_in_the_lineage_and_observed(fresh_database_url: str) -> None:
-    from orchestration.assets.engine_data import observe_engine
+def test_the_engine_half_of_the_loop_is_in_the_lineage_and_recorded(fresh_database_url: str) -> None:
+    from orchestration.assets.engine_data import engine_assets
     from orchestration.definitions import defs
 
     graph = defs.resolve_asset_graph()
@@ -201,13 +201,20 @@ def test_the_engine_half_of_the_loop_is_in_the_lineage_and_observed(fresh_databa
     assert "engine_recordings" in parents("raw_trades") and "engine_recordings" in parents("raw_bars")
     assert {"price_model_production", "sentiment_model_production", "risk_model_production"} <= parents("model_service")
     assert {"model_service", "online_features"} <= parents("engine_decisions")
+    # A selection through them runs: they are assets Dagster can run, not declarations.
+    below = dg.AssetSelection.assets("price_model_candidate").downstream().resolve(graph)
+    assert {dg.AssetKey("model_service"), dg.AssetKey("engine_decisions")} <= below
+    assert defs.resolve_job_def("observe_engine") is not None
     _decisions(fresh_database_url, forecast_noise=1.0)
-    result = observe_engine.execute_in_process(resources={"postgres": PostgresResource(url=fresh_database_url)})
+    result = dg.materialize(
+        engine_assets,
+        resources={"postgres": PostgresResource(url=fresh_database_url)},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
     seen = {
-        e.asset_key.to_user_string(): e.event_specific_data.asset_observation.metadata  # type: ignore[union-attr]
-        for e in result.all_events
-        if e.event_type_value == "ASSET_OBSERVATION"
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
     }
     assert set(seen) == {"model_service", "engine_decisions", "engine_recordings"}
-    assert seen["engine_decisions"]["decisions"].value == 1500
+    assert seen["engine_decisions"]["decisions"].value == 1500 and seen["engine_decisions"]["realized"].value == 1500
     assert "state" in seen["model_service"]  # ready, or why not: never a failed run for a stopped service
