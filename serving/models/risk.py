@@ -260,7 +260,9 @@ def index_returns() -> pd.DataFrame:
     for name, module in (("SP500", sp500), ("NASDAQ", nasdaq)):
         close = module.load()["Adj Close"]
         ret = np.log(close).diff().dropna()
-        frames.append(pd.DataFrame({"symbol": name, "ts_ns": ret.index.asi8, "ret": ret.to_numpy()}))
+        # In nanoseconds whatever unit the index was read in (`asi8` alone gave microseconds: 1970 dates).
+        when = pd.DatetimeIndex(ret.index).as_unit("ns").asi8
+        frames.append(pd.DataFrame({"symbol": name, "ts_ns": when, "ret": ret.to_numpy()}))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -206,15 +206,14 @@ def test_the_engine_half_of_the_loop_is_in_the_lineage_and_recorded(fresh_databa
     assert {dg.AssetKey("model_service"), dg.AssetKey("engine_decisions")} <= below
     assert defs.resolve_job_def("observe_engine") is not None
     _decisions(fresh_database_url, forecast_noise=1.0)
-    result = dg.materialize(
-        engine_assets,
-        resources={"postgres": PostgresResource(url=fresh_database_url)},
-        instance=dg.DagsterInstance.ephemeral(),
-    )
-    assert result.success
-    seen = {
-        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
-    }
+    with dg.instance_for_test() as instance:  # its temporary folder goes with it
+        result = dg.materialize(
+            engine_assets, resources={"postgres": PostgresResource(url=fresh_database_url)}, instance=instance
+        )
+        assert result.success
+        seen = {
+            e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+        }
     assert set(seen) == {"model_service", "engine_decisions", "engine_recordings"}
     assert seen["engine_decisions"]["decisions"].value == 1500 and seen["engine_decisions"]["realized"].value == 1500
     assert "state" in seen["model_service"]  # ready, or why not: never a failed run for a stopped service
