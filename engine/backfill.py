@@ -152,7 +152,8 @@ class BackfillSummary:
 # --- the venues' formats ------------------------------------------------------------------
 
 
-def _iso(ns: int) -> str:
+def iso_utc(ns: int) -> str:
+    """``ns`` (UTC epoch nanoseconds) as ``YYYY-MM-DDTHH:MM:SSZ``."""
     return datetime.fromtimestamp(ns / NS_PER_S, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -179,7 +180,7 @@ def page_request(options: BackfillOptions, symbol: str, start_ns: int, end_ns: i
         return f"{options.url}{path}", params, limit
     limit = 300
     last = min(end_ns, start_ns + limit * options.interval_ns) - options.interval_ns
-    params = {"granularity": str(options.bar_seconds), "start": _iso(start_ns), "end": _iso(last)}
+    params = {"granularity": str(options.bar_seconds), "start": iso_utc(start_ns), "end": iso_utc(last)}
     return f"{options.url}/products/{symbol}/candles", params, limit
 
 

@@ -26,9 +26,10 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.backfill import VENUES as BACKFILL_VENUES
 from engine.backfill import BackfillOptions, backfill, print_progress
@@ -53,25 +54,26 @@ from feature_store.records import NS_PER_S
 
 __all__ = ["main"]
 
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+T = TypeVar("T", int, float)
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
+def _number(kind: Callable[[str], T], least: float, what: str) -> Callable[[str], T]:
+    """An argparse type: ``kind(text)``, refused with a clear message when not a ``what`` >= ``least``."""
+
+    def parse(text: str) -> T:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value >= least:
+            raise argparse.ArgumentTypeError(f"must be >= {least:g}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = _number(float, 0, "a number")
+_count = _number(int, 1, "a whole number")
 
 
 def _faults(text: str) -> str:

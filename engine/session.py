@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import asyncpg
 import redis
 
-from engine.backfill import BINANCE_INTERVALS, COINBASE_GRANULARITIES, BackfillOptions, backfill
+from engine.backfill import BINANCE_INTERVALS, COINBASE_GRANULARITIES, BackfillOptions, backfill, iso_utc
 from engine.config import BarInterval
 from engine.dataplane import DataPlane
 from engine.errors import EngineError, ServiceUnreachableError
@@ -48,7 +48,7 @@ from engine.trading.trader import Trader
 from feature_store.database import open_pool
 from feature_store.features.catalog import ONLINE_DEFAULT
 from feature_store.market_data import MarketDataStore
-from feature_store.records import NS_PER_S, Bar, Trade
+from feature_store.records import Bar, Trade
 
 __all__ = [
     "RecordOptions",
@@ -330,15 +330,11 @@ class SimulatedClock:
                 skipped = plane.skip_to(ts_ns)
                 log.warning(
                     "no stored trade from %s to %s (%d intervals of %d s): skipped; the features warm up again",
-                    _utc(last + plane.interval_ns), _utc(ts_ns), skipped, plane.bar_seconds,
+                    iso_utc(last + plane.interval_ns), iso_utc(ts_ns), skipped, plane.bar_seconds,
                 )  # fmt: skip
                 due = plane.next_close_ns()
             if pace_s:
                 await asyncio.sleep(pace_s)
-
-
-def _utc(ts_ns: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts_ns / NS_PER_S))
 
 
 # --- warm start ---------------------------------------------------------------------------

@@ -43,63 +43,60 @@ FROM trades WHERE venue <> ALL($1::text[])
 """
 
 
-async def engine_tables(pool: Any) -> dict[str, Any]:
-    """Counts and latest times of what the engine stored (zeros before it ever ran)."""
-    out = dict(await pool.fetchrow(_DECISIONS_SQL))
-    out.update(dict(await pool.fetchrow(_RECORDED_SQL, list(_PIPELINE_VENUES))))
-    return out
+def _observation(key: str, metadata: dict[str, Any], version: str) -> dg.AssetObservation:
+    """What was found for ``key``, with a data version that changes when it does."""
+    return dg.AssetObservation(
+        asset_key=key,
+        metadata={k: v for k, v in metadata.items() if v is not None},
+        tags={"dagster/data_version": version},
+    )
 
 
-def service_versions(url: str, timeout_s: float = 5.0) -> dict[str, Any] | str:
-    """The service's ``/versions`` answer, or why there is none."""
+async def _decided(pool: Any) -> dg.AssetObservation:
+    found = dict(await pool.fetchrow(_DECISIONS_SQL))
+    return _observation("engine_decisions", found, f"{found['decisions']}:{found['realized']}:{found['latest_ns']}")
+
+
+async def _recorded(pool: Any) -> dg.AssetObservation:
+    found = dict(await pool.fetchrow(_RECORDED_SQL, list(_PIPELINE_VENUES)))
+    return _observation("engine_recordings", found, f"{found['trades']}:{found['latest_trade_ns']}")
+
+
+def _served(url: str, *, reload: bool = False, timeout_s: float = 10.0) -> dg.AssetObservation:
+    """The models the service at ``url`` serves (after a ``/reload`` when asked), or why it does not answer."""
     import asyncio
 
     from serving.client import ModelClient, RequestRejected, ServiceUnavailable
 
     async def ask() -> dict[str, Any]:
         async with ModelClient(url, timeout_s=timeout_s, retries=0) as client:
+            if reload:
+                await client.reload()
             return await client.versions()
 
     try:
-        return asyncio.run(ask())
+        versions = asyncio.run(ask())
     except (ServiceUnavailable, RequestRejected) as exc:
-        return f"not answering: {exc}"
+        return _observation("model_service", {"url": url, "state": f"not answering: {exc}"}, "down")
+    tags = {name: str(m.get("tag")) for name, m in versions.get("models", {}).items()}
+    state = "ready" if versions.get("ready") else "not ready"
+    version = ",".join(f"{k}={v}" for k, v in sorted(tags.items())) or "no models"
+    return _observation("model_service", {"url": url, "state": state, **tags}, version)
 
 
-def observations(tables: dict[str, Any], versions: dict[str, Any] | str, url: str) -> list[dg.AssetObservation]:
-    """One observation per engine asset, with a data version that changes when its content does."""
-    if isinstance(versions, str):
-        service_meta: dict[str, Any] = {"url": url, "state": versions}
-        service_version = "down"
-    else:
-        tags = {name: str(m.get("tag")) for name, m in versions.get("models", {}).items()}
-        service_meta = {"url": url, "state": "ready" if versions.get("ready") else "not ready", **tags}
-        service_version = ",".join(f"{k}={v}" for k, v in sorted(tags.items())) or "no models"
-    decided = {k: tables.get(k) for k in ("decisions", "realized", "accounts", "latest_ns")}
-    recorded = {k: tables.get(k) for k in ("trades", "venues", "latest_trade_ns")}
-    return [
-        dg.AssetObservation(
-            asset_key="model_service", metadata=service_meta, tags={"dagster/data_version": service_version}
-        ),
-        dg.AssetObservation(
-            asset_key="engine_decisions",
-            metadata={k: v for k, v in decided.items() if v is not None},
-            tags={"dagster/data_version": f"{decided['decisions']}:{decided['realized']}:{decided['latest_ns']}"},
-        ),
-        dg.AssetObservation(
-            asset_key="engine_recordings",
-            metadata={k: v for k, v in recorded.items() if v is not None},
-            tags={"dagster/data_version": f"{recorded['trades']}:{recorded['latest_trade_ns']}"},
-        ),
-    ]
+def _service_url() -> str:
+    from serving.config import ServingSettings
+
+    return ServingSettings.from_env().url
 
 
 def observe_all(postgres: PostgresResource) -> list[dg.AssetObservation]:
-    """Observe the service and the engine's tables now."""
-    from serving.config import ServingSettings
+    """Observe the service and the engine's tables now (the ``model_quality`` sensor's reading)."""
 
-    url = ServingSettings.from_env().url
-    return observations(postgres.run(engine_tables), service_versions(url), url)
+    async def tables(pool: Any) -> list[dg.AssetObservation]:
+        return [await _decided(pool), await _recorded(pool)]
+
+    return [_served(_service_url()), *postgres.run(tables)]
 
 
 def _materialized(seen: dg.AssetObservation) -> dg.MaterializeResult:
@@ -110,17 +107,13 @@ def _materialized(seen: dg.AssetObservation) -> dg.MaterializeResult:
     )
 
 
-def _by_key(seen: list[dg.AssetObservation]) -> dict[str, dg.AssetObservation]:
-    return {one.asset_key.to_user_string(): one for one in seen}
-
-
 @dg.asset(
     group_name=GROUP,
     kinds={"postgres"},
     description="Trades the engine recorded from the venues; RRR_SOURCE=recorded lands them as raw market data.",
 )
 def engine_recordings(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    seen = _by_key(observations(postgres.run(engine_tables), "not asked", ""))["engine_recordings"]
+    seen = postgres.run(_recorded)
     context.log.info(f"the engine has recorded {seen.metadata['trades'].value:,} venue trades")
     return _materialized(seen)
 
@@ -136,11 +129,8 @@ def engine_recordings(context: dg.AssetExecutionContext, postgres: PostgresResou
     "promotion takes effect at once; records the versions it serves, or that it is not running.",
 )
 def model_service(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    from serving.config import ServingSettings
-
-    url = ServingSettings.from_env().url
-    reloaded = service_reload(url)
-    seen = _by_key(observations({}, service_versions(url) if reloaded is None else reloaded, url))["model_service"]
+    url = _service_url()
+    seen = _served(url, reload=True)
     context.log.info(f"model service at {url}: {seen.metadata['state'].value}")
     return _materialized(seen)
 
@@ -153,28 +143,11 @@ def model_service(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     "returns: the live IC the model_quality sensor compares with the validation IC to launch retraining.",
 )
 def engine_decisions(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    seen = _by_key(observations(postgres.run(engine_tables), "not asked", ""))["engine_decisions"]
+    seen = postgres.run(_decided)
     meta = {k: v.value for k, v in seen.metadata.items()}
     decided, realized = meta.get("decisions", 0), meta.get("realized", 0)
     context.log.info(f"the engine has stored {decided:,} decisions, {realized:,} with their realized returns")
     return _materialized(seen)
-
-
-def service_reload(url: str, timeout_s: float = 10.0) -> str | None:
-    """Ask the service at ``url`` to load its store's promotions now; None when it did, else why not."""
-    import asyncio
-
-    from serving.client import ModelClient, RequestRejected, ServiceUnavailable
-
-    async def ask() -> None:
-        async with ModelClient(url, timeout_s=timeout_s, retries=0) as client:
-            await client.reload()
-
-    try:
-        asyncio.run(ask())
-    except (ServiceUnavailable, RequestRejected) as exc:
-        return f"not answering: {exc}"
-    return None
 
 
 engine_assets = [engine_recordings, model_service, engine_decisions]
