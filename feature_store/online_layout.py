@@ -42,7 +42,7 @@ from feature_store.features.registry import FeatureSet
 from feature_store.records import NS_PER_S, SYMBOL_PATTERN
 from feature_store.stores import FeatureVectors, FeatureWindows
 
-__all__ = ["LayoutReads", "OnlineLayout", "check_namespace"]
+__all__ = ["LayoutReads", "OnlineLayout", "check_namespace", "record_dtype"]
 
 _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,47}$")
 
@@ -111,6 +111,12 @@ class OnlineLayout:
         """The key holding the newest bar number written for the set's version."""
         return f"{self.prefix}:{feature_set.name}:{feature_set.version}:latest"
 
+    def generation_key(self, feature_set: FeatureSet) -> str:
+        """The key that changes whenever a write could change a ring other than at its newest
+        bars (a key created, an older bar written again): a reader caching rings (see
+        :class:`feature_store.window_cache.WindowCache`) reads them whole again when it changed."""
+        return f"{self.prefix}:{feature_set.name}:{feature_set.version}:generation"
+
     def header(self, feature_set: FeatureSet) -> bytes:
         """The 32-byte header of the set's values."""
         head = _MAGIC + struct.pack("<HHHHI", _FORMAT, len(feature_set), self.window, 0, feature_set.interval_s)
@@ -169,7 +175,7 @@ class OnlineLayout:
             raise DataValidationError(
                 source, None, f"ttl_s {self.ttl_s} is shorter than two windows ({self.window} bars) of this set"
             )
-        records = np.empty(len(symbols), dtype=_record_dtype(feature_set))
+        records = np.empty(len(symbols), dtype=record_dtype(feature_set))
         records["ts"] = ts_ns
         records["values"] = array
         return records.tobytes()
@@ -188,7 +194,7 @@ class OnlineLayout:
         now_ns: int | None,
     ) -> FeatureVectors:
         """Check what an ``MGET`` returned and pick each symbol's latest vector."""
-        ts, records = self._records(feature_set, symbols, stored_version, blobs)
+        ts, records = self.records(feature_set, symbols, stored_version, blobs)
         latest = ts.argmax(axis=1)
         rows = np.arange(len(symbols))
         latest_ts = ts[rows, latest]
@@ -210,7 +216,25 @@ class OnlineLayout:
     ) -> FeatureWindows:
         """Check what an ``MGET`` returned and assemble each symbol's window, oldest first."""
         self.check_length(length)
-        ts, records = self._records(feature_set, symbols, stored_version, blobs)
+        ts, records = self.records(feature_set, symbols, stored_version, blobs)
+        return self.ring_windows(
+            feature_set, symbols, length, ts, records, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
+        )
+
+    def ring_windows(
+        self,
+        feature_set: FeatureSet,
+        symbols: Sequence[str],
+        length: int,
+        ts: npt.NDArray[np.int64],
+        records: np.ndarray,
+        *,
+        as_of_ns: int | None,
+        max_age_s: float | None,
+        now_ns: int | None,
+    ) -> FeatureWindows:
+        """Each symbol's window, oldest first, from rings already checked (``ts`` and ``records``
+        of shape (symbols, window), as :meth:`records` returns them)."""
         latest_ts = ts.max(axis=1)
         self._check_fresh(feature_set, symbols, latest_ts, as_of_ns, max_age_s, now_ns)
         interval_ns = feature_set.interval_s * NS_PER_S
@@ -263,13 +287,20 @@ class OnlineLayout:
         if not 1 <= length <= self.window:
             raise ValueError(f"window length must be 1..{self.window} bars (the store's window), got {length}")
 
-    def _records(
+    def records(
         self,
         feature_set: FeatureSet,
         symbols: Sequence[str],
         stored_version: bytes | None,
         blobs: Sequence[bytes | None],
     ) -> tuple[npt.NDArray[np.int64], np.ndarray]:
+        """Check what an ``MGET`` returned and unpack the rings: each slot's bar start (symbols,
+        window) and the records themselves (a read-only view of ``blobs``).
+
+        Raises:
+            MissingFeaturesError: a symbol has no stored value.
+            FeatureVersionError: a value was written for another version or layout.
+        """
         # The checks run on every read of up to thousands of values: C-level tests first, the
         # lists naming the culprits only when one fails.
         missing = [s for s, blob in zip(symbols, blobs, strict=True) if blob is None] if None in blobs else []
@@ -290,7 +321,7 @@ class OnlineLayout:
                 feature_set.name, odd, f"stored values are not {size} bytes (another window length or layout)"
             )
         joined = b"".join(blobs)  # type: ignore[arg-type]
-        dtype = np.dtype([("ring", _record_dtype(feature_set), (self.window,)), ("header", "S32")])
+        dtype = np.dtype([("ring", record_dtype(feature_set), (self.window,)), ("header", "S32")])
         values = np.frombuffer(joined, dtype=dtype)
         headers = np.frombuffer(joined, np.uint8).reshape(len(values), size)[:, size - HEADER_BYTES :]
         wrong = (headers != np.frombuffer(self.header(feature_set), np.uint8)).any(axis=1)
@@ -329,7 +360,8 @@ class OnlineLayout:
                 )
 
 
-def _record_dtype(feature_set: FeatureSet) -> np.dtype:
+def record_dtype(feature_set: FeatureSet) -> np.dtype:
+    """One bar's record: its start (int64, big-endian) and the feature vector (float32)."""
     return np.dtype([("ts", ">i8"), ("values", "<f4", (len(feature_set),))])
 
 

@@ -219,7 +219,7 @@ class ModelService:
 
                 fs = FeatureStoreSettings.from_env()
                 url = fs.redis_url or str(start_embedded(fs.home, services=("redis",))["redis"]["url"])
-                self.online_store = RedisOnlineStore.from_url(url, OnlineLayout())
+                self.online_store = RedisOnlineStore.from_url(url, OnlineLayout(), window_cache=True)
             return self.online_store
 
     def _fail(self, api: str, exc: Exception) -> bentoml.exceptions.BentoMLException:
