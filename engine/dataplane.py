@@ -4,10 +4,13 @@
 open bar (:class:`feature_store.bars.BarAggregator`, O(1)) and hands the trade to the
 recorder. Bars close on the venue's clock: an interval ``[t, t + bar)`` closes once the
 feeds' clock passes ``t + bar + grace`` (the latest venue time seen, advanced by the local
-clock while the market is quiet), so trades that arrive a little late still count. At each
-close, every feature set's :class:`~feature_store.features.online.OnlineFeatures` steps
-once for all symbols (gap-filling those without a bar), and the steps of all sets are
-written to Redis in one round trip (``RedisOnlineStore.write_latest_many``).
+clock while the market is quiet), so trades that arrive a little late still count. The
+close is an event, not a poll: the first message stamped past that time starts it at once,
+and a timer set for that time starts it in a quiet market. At each close, every feature
+set's :class:`~feature_store.features.online.OnlineFeatures` steps once for all symbols
+(gap-filling those without a bar), and the steps of all sets are written to Redis in one
+round trip (``RedisOnlineStore.write_latest_many``); then the trader decides (``on_close``),
+and only then are the bars and features handed to the recorder.
 
 When Redis is away the features keep being computed in memory; the steps not yet written
 (at most the store's window of bars per set) are written, oldest first, once it answers
@@ -125,6 +128,7 @@ class DataPlane:
         self.wall_clock = wall_clock
         # While an interval is being closed: the venue time of its close (see next_close_ns).
         self.closing_ns: int | None = None
+        self._crossed_at: float | None = None  # arrival of the message past the next close
         self.last_steps: list[FeatureStep] = []
         self._warm_last: tuple[int, list[Bar], list[FeatureStep]] | None = None
 
@@ -137,11 +141,11 @@ class DataPlane:
             self.recorder.add_trade(trade)
         ts = trade.ts_ns
         if ts > self._clock_ns:
-            self._clock_ns = ts
-            self._clock_seen = time.monotonic()
+            self._advance_clock(ts)
         if self._first_full is None:
             self._first_full = (ts // self.interval_ns + 1) * self.interval_ns
             self._closed_until = self._first_full
+            self._wake.set()  # the first close's time is known: run() sets its timer
         if ts < self._first_full:
             return  # the partial first interval
         if self._closed_until is not None and ts < self._closed_until:
@@ -171,8 +175,18 @@ class DataPlane:
 
     def on_time(self, venue: str, ts_ns: int) -> None:
         if ts_ns > self._clock_ns:
-            self._clock_ns = ts_ns
-            self._clock_seen = time.monotonic()
+            self._advance_clock(ts_ns)
+
+    def _advance_clock(self, ts_ns: int) -> None:
+        """The venue clock moved to ``ts_ns`` (a message just arrived). The first message at or
+        past the next close's time closes the interval: it wakes :meth:`run` at once, and its
+        arrival is when that close began (the tick-to-decision latency counts from it)."""
+        now = time.monotonic()
+        self._clock_ns, self._clock_seen = ts_ns, now
+        until = self._closed_until
+        if self._crossed_at is None and until is not None and ts_ns >= until + self.interval_ns + self.grace_ns:
+            self._crossed_at = now
+            self._wake.set()
 
     # --- warming up -----------------------------------------------------------------------
 
@@ -248,17 +262,35 @@ class DataPlane:
         """Check for a due interval now rather than at the next tick."""
         self._wake.set()
 
-    async def run(self, tick_s: float | None = None) -> None:
-        """Close intervals as their time comes, until :meth:`stop`."""
-        tick = tick_s if tick_s is not None else min(0.05, self.bar_seconds / 20)
+    async def run(self) -> None:
+        """Close intervals as their time comes, until :meth:`stop`: at the message that carries
+        the venue clock past an interval's close (see :meth:`_advance_clock`), or, in a quiet
+        market, at a timer set for when the local clock carries it there."""
         while not self._stopping.is_set():
             start = self.due()
             if start is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=tick)
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._until_due())
                 continue
-            await self.close_interval(start)
+            await self.close_interval(start, self._close_began(start))
+
+    def _until_due(self) -> float | None:
+        """Seconds until the local clock carries the venue clock to the next close (None: not
+        known before the first trade; a message wakes :meth:`run` then)."""
+        due = self.next_close_ns()
+        if due is None or not self._clock_ns or not self.wall_clock:
+            return None
+        return min(1.0, max(0.0, (due - self.clock_ns()) / NS_PER_S))
+
+    def _close_began(self, start_ns: int) -> float:
+        """When the close of the interval at ``start_ns`` began (monotonic): the arrival of the
+        message past its close time, or else when the local clock carried the venue clock there."""
+        crossed, self._crossed_at = self._crossed_at, None
+        if crossed is not None:
+            return crossed
+        due = start_ns + self.interval_ns + self.grace_ns
+        return self._clock_seen + max(0, due - self._clock_ns) / NS_PER_S
 
     def stop(self) -> None:
         self._stopping.set()
@@ -280,9 +312,11 @@ class DataPlane:
         self.stats.intervals_skipped += skipped
         return skipped
 
-    async def close_interval(self, start_ns: int) -> list[FeatureStep]:
-        """Close ``[start_ns, start_ns + bar)``: bars, features, Redis, recording."""
-        decided = time.monotonic()
+    async def close_interval(self, start_ns: int, began: float | None = None) -> list[FeatureStep]:
+        """Close ``[start_ns, start_ns + bar)``: bars, features, Redis, the decision
+        (``on_close``), then recording. ``began``: when the close began (monotonic; default now)."""
+        decided = time.monotonic() if began is None else began
+        self._crossed_at = None  # from here on, a message past the next close starts that one
         end = start_ns + self.interval_ns
         self.closing_ns = end + self.grace_ns
         try:
@@ -305,22 +339,24 @@ class DataPlane:
             step = online.update(start_ns, bars)
             if step is not None:
                 steps.append(step)
-        if self.recorder is not None:
-            for bar in bars:
-                self.recorder.add_bar(bar)
-            for fs, step in zip(self.feature_sets, steps, strict=True):
-                if step.symbols:
-                    self.recorder.add_features(fs, step.ts_ns, step.symbols, step.values)
         self.last_steps = steps
-        if self.online is not None:
-            self._unwritten.append(steps)
-            await self._write_online()
-            if not self._unwritten:
-                now = time.monotonic()
-                self.stats.close_to_online_s.append(now - decided)
-                self.stats.interval_end_to_online_s.append(max(0.0, (self.clock_ns() - end) / NS_PER_S))
-        if self.on_close is not None:
-            await self.on_close(start_ns, bars, steps, decided)
+        try:
+            if self.online is not None:
+                self._unwritten.append(steps)
+                await self._write_online()
+                if not self._unwritten:
+                    now = time.monotonic()
+                    self.stats.close_to_online_s.append(now - decided)
+                    self.stats.interval_end_to_online_s.append(max(0.0, (self.clock_ns() - end) / NS_PER_S))
+            if self.on_close is not None:
+                await self.on_close(start_ns, bars, steps, decided)
+        finally:  # recorded after the decision: nothing on its path that can wait
+            if self.recorder is not None:
+                for bar in bars:
+                    self.recorder.add_bar(bar)
+                for fs, step in zip(self.feature_sets, steps, strict=True):
+                    if step.symbols:
+                        self.recorder.add_features(fs, step.ts_ns, step.symbols, step.values)
         return steps
 
     async def _write_online(self) -> None:

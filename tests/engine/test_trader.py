@@ -5,6 +5,7 @@ a served model of another bar length; a backtest jumps long gaps in its data and
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -128,7 +129,9 @@ def test_a_backtest_stops_on_a_failed_risk_call_and_an_unmarked_portfolio_is_not
 def test_a_served_model_of_another_bar_length_is_refused_before_trading() -> None:
     models = FakeModels()
     models.served = {"tag": "price:v1", "interval_s": 1, "horizon_bars": 15}
-    with pytest.raises(ConfigError, match=r"trained on 1-second bars and this run makes 60-second bars.*--bar-seconds 1"):
+    with pytest.raises(
+        ConfigError, match=r"trained on 1-second bars and this run makes 60-second bars.*--bar-seconds 1"
+    ):
         asyncio.run(start_trader(_trader(models), models, TradingOptions()))  # type: ignore[arg-type]
     models.served["interval_s"] = 60
     asyncio.run(start_trader(_trader(models), models, TradingOptions()))  # type: ignore[arg-type]
@@ -201,3 +204,41 @@ def test_a_stopped_backtest_stops_closing_at_once() -> None:
 
     asyncio.run(scenario())
     assert len(closed) == 1
+
+
+def test_a_bar_closes_at_the_message_past_its_close_or_at_a_timer_and_counts_from_it() -> None:
+    """No poll between the closing tick and the close; the latency counts from that tick's
+    arrival (or, in a quiet market, from when the local clock reached the close time)."""
+
+    async def main() -> tuple[list[tuple[int, float, float]], float, float, float]:
+        closes: list[tuple[int, float, float]] = []
+
+        async def on_close(start_ns: int, bars: Any, steps: Any, began: float) -> None:
+            closes.append((start_ns, began, time.monotonic()))
+
+        plane = DataPlane(["A-USD"], [PRICE], online=None, recorder=None, interval=BarInterval(1), grace_s=0.0,
+                          on_close=on_close)  # fmt: skip
+        runner = asyncio.create_task(plane.run())
+        now = time.time_ns() // NS_PER_S * NS_PER_S
+        plane.on_trade(Trade("coinbase", "A-USD", now + 1, 100.0, 1.0, "buy", "1"))  # opens the first full bar
+        plane.on_trade(Trade("coinbase", "A-USD", now + NS_PER_S + 5, 101.0, 1.0, "buy", "2"))
+        await asyncio.sleep(0.3)
+        before = time.monotonic()
+        plane.on_trade(Trade("coinbase", "A-USD", now + 2 * NS_PER_S + 7, 102.0, 1.0, "buy", "3"))  # closes it
+        after = time.monotonic()
+        await asyncio.sleep(0.01)
+        # No message now: the next bar closes when the local clock reaches its end.
+        timer_due = after + (now + 3 * NS_PER_S - (now + 2 * NS_PER_S + 7)) / NS_PER_S
+        while len(closes) < 2:
+            await asyncio.sleep(0.005)
+        plane.stop()
+        await runner
+        return closes, before, after, timer_due
+
+    closes, before, after, timer_due = asyncio.run(main())
+    (first, began1, at1), (second, began2, at2) = closes[:2]
+    assert second - first == NS_PER_S
+    assert before <= began1 <= after  # the closing message's arrival
+    assert at1 - began1 < 0.01  # closed at once, not at the next poll
+    assert abs(began2 - timer_due) < 0.01  # the timer's close time, not when it was noticed
+    assert 0 <= at2 - began2 < 0.05
