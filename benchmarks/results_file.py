@@ -45,13 +45,15 @@ def write_results(benchmark: str, figures: list[Figure]) -> Path:
     return path
 
 
-def markdown_table() -> str:
-    """All stored results as one markdown table."""
+def markdown_table(benchmarks: list[str] | None = None) -> str:
+    """The stored results of ``benchmarks`` (default: all) as one markdown table."""
     lines = [
         "| benchmark | measured (UTC) | figure | value | unit | compared with | limit value |",
         "|---|---|---|---|---|---|---|",
     ]
     for path in sorted(RESULTS.glob("*.json")):
+        if benchmarks is not None and path.stem not in benchmarks:
+            continue
         data = json.loads(path.read_text())
         for f in data["figures"]:
             limit_value = "" if f["limit_value"] is None else f"{f['limit_value']:,.4g}"

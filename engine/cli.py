@@ -106,6 +106,13 @@ def _stream_arguments(rec: argparse.ArgumentParser) -> None:
         metavar="N",
         help="start a local replay exchange with N synthetic symbols and record it",
     )
+    rec.add_argument(
+        "--replay-url",
+        default="",
+        metavar="URL",
+        help="stream from a replay exchange already running at URL (python -m engine replay), all its symbols "
+        "unless --symbols names some",
+    )
     rec.add_argument("--trades-per-s", type=_positive_float, default=2.0, help="synthetic trades per symbol per second")
     rec.add_argument("--speed", type=_positive_float, default=1.0, help="replay speed (0: as fast as possible)")
     rec.add_argument("--faults", type=_faults, default="", help="replay fault switches, e.g. drop=100@book,close=500")
@@ -358,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _record_options(args: argparse.Namespace, settings: FeatureStoreSettings) -> RecordOptions:
-    if not args.symbols and not args.replay:
-        raise EngineError(f"{args.command} needs --symbols (or --replay N for the local synthetic market)")
+    if not args.symbols and not args.replay and not args.replay_url:
+        raise EngineError(
+            f"{args.command} needs --symbols (or --replay N for the local synthetic market, or --replay-url URL)"
+        )
     unknown = [name for name in args.feature_sets if name not in FEATURE_SETS]
     if unknown:
         raise EngineError(f"unknown feature set(s) {unknown}; known: {sorted(FEATURE_SETS)}")
@@ -374,6 +383,7 @@ def _record_options(args: argparse.Namespace, settings: FeatureStoreSettings) ->
         polygon_url=args.polygon_url,
         polygon_rest_url=args.polygon_rest_url,
         replay_symbols=args.replay,
+        replay_url=args.replay_url,
         trades_per_s=args.trades_per_s or 2.0,
         speed=args.speed,
         market_clock=args.market_clock,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import asyncpg
 import redis
 
@@ -77,6 +78,7 @@ class RecordOptions:
     polygon_url: str = polygon.DEFAULT_URL
     polygon_rest_url: str = polygon.DEFAULT_REST_URL
     replay_symbols: int = 0
+    replay_url: str = ""  # a replay exchange already running (``python -m engine replay``)
     trades_per_s: float = 2.0
     speed: float = 1.0
     market_clock: bool = False
@@ -172,17 +174,43 @@ class VenueFeeds:
             if "polygon" in options.venues:  # stocks trade under their tickers
                 self.symbols = [replay_polygon.ticker(s) for s in market.symbols]
                 self.api_key = self.exchange.polygon_key
+        elif options.replay_url:
+            await self._join_replay(options.replay_url.rstrip("/"))
         if not self.symbols:
             raise EngineError("name the symbols to stream (--symbols) or start a replay (--replay N)")
         return self
+
+    async def _join_replay(self, url: str) -> None:
+        """Stream from a replay exchange already running at ``url`` (its symbols unless named)."""
+        host = url.split("://", 1)[-1]
+        rest = f"http://{host}"
+        self.urls = {"coinbase": f"ws://{host}/", "binance": f"ws://{host}", "rest": rest, "coinbase_rest": rest,
+                     "polygon": f"ws://{host}/stocks", "polygon_rest": rest}  # fmt: skip
+        if self.symbols:
+            return
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+                http.get(f"{rest}/products") as response,
+            ):
+                response.raise_for_status()
+                products = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ServiceUnreachableError(f"the replay exchange at {url} did not list its products: {exc}") from exc
+        self.symbols = [str(p["id"]) for p in products if isinstance(p, dict) and "id" in p]
+
+    @property
+    def replayed(self) -> bool:
+        """True when the market is a local replay exchange's (its history may be fetched again)."""
+        return self.exchange is not None or bool(self.options.replay_url)
 
     def history(self, interval: BarInterval) -> tuple[str, str] | None:
         """The venue and REST URL to backfill ``interval`` bars from (None: no venue has them)."""
         venue = self.options.venues[0]
         if venue == "polygon":
             return "polygon", self.urls["polygon_rest"]
-        if self.exchange is not None:  # the replay exchange serves klines of any length
-            return "binance", self.exchange.rest_url
+        if self.replayed:  # the replay exchange serves klines of any length
+            return "binance", self.urls["rest"]
         if venue == "binance" and interval.seconds in BINANCE_INTERVALS:
             return "binance", self.urls["rest"]
         if venue == "coinbase" and interval.seconds in COINBASE_GRANULARITIES:
@@ -363,7 +391,7 @@ async def warm_start(
         # replay stored under the same symbol names.
         options = BackfillOptions(
             venue, tuple(source.symbols), start, now_interval, interval.seconds, rest_url=url,
-            api_key=source.api_key or "", refetch=source.exchange is not None,
+            api_key=source.api_key or "", refetch=source.replayed,
         )  # fmt: skip
         summary = await backfill(options, pool)
         log.info(

@@ -271,7 +271,8 @@ class FeedClient:
         handle = self.handle
         outbox = self._outbox
         first = True
-        while True:
+        stopping = self._stopping
+        while not stopping.is_set():  # stopped: the messages still buffered are not read
             payload = await ws.recv(decode=False)
             self._last_monotonic = time.monotonic()
             handle(payload)

@@ -53,17 +53,20 @@ def coinbase_l2(event: MarketEvent, stamp: int) -> bytes:
     return orjson.dumps({"type": "l2update", "product_id": event.symbol, "changes": changes, "time": iso_time(stamp)})
 
 
-def coinbase_ticker(event: MarketEvent, book: VenueBook, stamp: int) -> bytes:
+def coinbase_ticker(event: MarketEvent, book: VenueBook, stamp: int) -> bytes | None:
+    """The ticker after ``event``, or None without a book to quote (a market of trades only)."""
     bids, asks = book.snapshot(1)
+    if not bids or not asks:
+        return None
     return orjson.dumps(
         {
             "type": "ticker",
             "product_id": event.symbol,
             "price": repr(event.price),
-            "best_bid": bids[0][0] if bids else repr(event.price),
-            "best_bid_size": bids[0][1] if bids else "0",
-            "best_ask_size": asks[0][1] if asks else "0",
-            "best_ask": asks[0][0] if asks else repr(event.price),
+            "best_bid": bids[0][0],
+            "best_bid_size": bids[0][1],
+            "best_ask_size": asks[0][1],
+            "best_ask": asks[0][0],
             "side": "buy" if event.taker_buys else "sell",
             "time": iso_time(stamp),
             "trade_id": event.trade_id,
@@ -141,7 +144,9 @@ def synthetic_stream(
             if venue == "coinbase":
                 out.append(coinbase_match(event, stamp))
                 out.append(coinbase_l2(event, stamp))
-                out.append(coinbase_ticker(event, book, stamp))
+                ticker = coinbase_ticker(event, book, stamp)
+                if ticker is not None:
+                    out.append(ticker)
                 if event.trade_id % 20 == 0:
                     beat = {"type": "heartbeat", "sequence": 0, "last_trade_id": event.trade_id,
                             "product_id": event.symbol, "time": iso_time(stamp)}  # fmt: skip

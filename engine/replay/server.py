@@ -276,11 +276,20 @@ class ReplayExchange:
             if body is None:
                 return _json_response(connection, HTTPStatus.BAD_REQUEST, {"code": -1121, "msg": "Invalid symbol."})
             return _json_response(connection, HTTPStatus.OK, body)
+        if parts.path == "/products":  # Coinbase's product list: what this exchange streams
+            self.stats["rest_products"] += 1
+            return _json_response(connection, HTTPStatus.OK, [{"id": s, "status": "online"} for s in self.products()])
         if parts.path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return connection.respond(HTTPStatus.NOT_FOUND, f"no such endpoint {parts.path}\n")
         return None
+
+    def products(self) -> list[str]:
+        """The symbols this exchange streams (the synthetic market's, or those of its recordings)."""
+        if self.synthetic is not None:
+            return list(self.synthetic.symbols)
+        return sorted(self._tape_books) if self._tape_books else []
 
     def _depth(self, symbol: str, limit: int) -> Any:
         if self.synthetic is not None:
@@ -598,8 +607,10 @@ class ReplayExchange:
                     self._offer(conn, coinbase["l2"], "book")
                 if f"ticker:{event.symbol}" in conn.products:
                     if "ticker" not in coinbase:
-                        coinbase["ticker"] = coinbase_ticker(event, self.synthetic.books[event.symbol], stamp)
-                    self._offer(conn, coinbase["ticker"], "quote")
+                        ticker = coinbase_ticker(event, self.synthetic.books[event.symbol], stamp)
+                        coinbase["ticker"] = ticker if ticker is not None else b""
+                    if coinbase["ticker"]:  # none in a market of trades only
+                        self._offer(conn, coinbase["ticker"], "quote")
             else:
                 lower = venue_symbol(event.symbol).lower()
                 for stream in (f"{lower}@aggTrade", f"{lower}@trade"):

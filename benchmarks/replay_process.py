@@ -1,0 +1,44 @@
+"""A replay exchange in a process of its own (``python -m engine replay``), for one benchmark run."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from serving import launcher
+
+
+@contextmanager
+def replay_exchange(symbols: int, trades_per_s: float, *, history_bars: int = 1000) -> Iterator[str]:
+    """Start the synthetic market of ``symbols`` instruments (trades only) and yield its URL.
+
+    Raises:
+        RuntimeError: it did not answer within 60 s (its output is in the message).
+    """
+    port = launcher.free_port()
+    argv = [sys.executable, "-m", "engine", "replay", "--symbols", str(symbols), "--trades-per-s", str(trades_per_s),
+            "--no-books", "--port", str(port), "--history-bars", str(history_bars)]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    out = process.stdout.read() if process.stdout else ""
+                    raise RuntimeError(f"the replay exchange did not start: {out[-2000:]}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
