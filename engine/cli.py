@@ -279,6 +279,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--news", type=Path, default=None, help="JSON-lines headlines file to follow and score")
     run.add_argument("--online-namespace", default=None, help="keep online features apart from the live ones")
 
+    ing = sub.add_parser("ingest", help="services mode: one shard's feeds, bars, features and recording; "
+                         "announces each close on the bar stream")  # fmt: skip
+    _stream_arguments(ing)
+    ing.add_argument("--shard", required=True, help="this shard, i/n (e.g. 0/2): the symbols whose CRC-32 mod n is i")
+    ing.add_argument("--warmup-bars", type=int, default=800, help="bars of history to warm up from (default 800)")
+
+    trd = sub.add_parser("trade", help="services mode: decide every bar the ingest shards announce, trade on paper")
+    _stream_arguments(trd)
+    _trading_arguments(trd)
+    trd.add_argument("--shards", type=_count, required=True, help="how many ingest shards announce bars")
+    trd.add_argument("--consumer", default="trader-1", help="this trader's name in the stream's consumer group")
+
     bt = sub.add_parser("backtest", help="the same trading code over stored trades, with a simulated clock")
     bt.add_argument("--symbols", type=_symbols, default=[], help="comma-separated symbols (default: all stored)")
     bt.add_argument("--venue", default=None, help="only trades of this venue")
@@ -356,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_status(args))
         if args.command == "backfill":
             return asyncio.run(_backfill(args))
+        if args.command in ("ingest", "trade"):
+            from engine.streams import main as streams_main
+
+            settings = FeatureStoreSettings.from_env()
+            trading = _trading_options(args) if args.command == "trade" else None
+            return asyncio.run(streams_main(args, _record_options(args, settings), trading, settings))
         return asyncio.run(_replay(args))
     except (EngineError, FeatureStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)

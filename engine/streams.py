@@ -42,9 +42,11 @@ from engine.feeds.book import OrderBook
 from engine.feeds.records import Quote
 from engine.recorder import Recorder
 from engine.session import RecordOptions, Session, VenueFeeds, WallClock, check_services, warm_start
+from engine.summary import summarize
 from engine.trade import TradingOptions, open_account, paper_core, start_trader
 from engine.trading.breaker import CircuitBreaker
 from engine.trading.trader import Trader
+from feature_store.config import FeatureStoreSettings
 from feature_store.database import open_pool
 from feature_store.features.catalog import FEATURE_SETS
 from feature_store.features.online import FeatureStep
@@ -331,3 +333,24 @@ async def run_stream_trader(
         await models.close()
         await pool.close()
         await client.aclose()
+
+
+async def main(args: Any, record: RecordOptions, trading: TradingOptions | None, settings: FeatureStoreSettings) -> int:
+    """``python -m engine ingest`` and ``python -m engine trade`` (see the module docstring)."""
+    from feature_store.services import resolve_service_urls
+
+    urls = await asyncio.to_thread(resolve_service_urls, settings)
+    if not urls.redis_url:
+        raise ConfigError("the services mode needs Redis (REDIS_URL, or the embedded server)")
+    if trading is None:
+        shard = Shard.parse(args.shard)
+        done = await run_ingest(record, shard, database_url=urls.database_url if record.database else None,
+                                redis_url=urls.redis_url, warmup_bars=args.warmup_bars)  # fmt: skip
+        print(orjson.dumps(done).decode())
+        return 0
+    trader, stats = await run_stream_trader(record, trading, args.shards, database_url=urls.database_url,
+                                            redis_url=urls.redis_url, consumer=args.consumer)  # fmt: skip
+    print("\n".join(summarize(trader, 0.0, 0, []).lines()))
+    print(f"  stream: {stats.events} events, {stats.bars_decided} bars decided, {stats.duplicates} delivered again "
+          f"(not decided twice), {stats.partial_bars} decided without every shard")  # fmt: skip
+    return 0

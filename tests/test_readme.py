@@ -59,6 +59,8 @@ NOT_RUN = {
     "--venue polygon": "the internet and a key",
     "engine backfill": "the internet",
     "engine replay": "a server that runs until Ctrl-C",
+    "engine ingest": "services that run until Ctrl-C (tests/engine/test_streams.py runs two shards and a trader)",
+    "engine trade": "services that run until Ctrl-C (tests/engine/test_streams.py runs two shards and a trader)",
     "registry promote": "a version of the reader's own",
     "registry rollback": "a model with a previous production version",
 }

@@ -63,7 +63,7 @@ class BarHistory:
         self._venue_names = {venue_symbol(s): s for s in symbols}
         self._tickers = {polygon.ticker(s): s for s in symbols}
         self._history: dict[int, dict[str, list[Bar]]] = {}
-        self._history_lock = asyncio.Lock()
+        self._simulations: dict[int, asyncio.Future[dict[str, list[Bar]]]] = {}
         self._published: dict[str, dict[int, list[float]]] = {}  # symbol -> second -> o h l c v buy pv n
 
     async def bars(self, symbol: str, interval_s: int, start_ns: int, end_ns: int) -> list[Bar]:
@@ -102,15 +102,23 @@ class BarHistory:
         return name if self._tape_bars(name, 60) else None
 
     async def _history_of(self, interval_s: int, end_ns: int) -> dict[str, list[Bar]]:
-        async with self._history_lock:
-            cached = self._history.get(interval_s)
-            if cached is None:
-                assert self.synthetic is not None
-                bars = await asyncio.to_thread(self.synthetic.history, self.history_bars, interval_s, end_ns)
-                cached = {}
-                for bar in bars:
-                    cached.setdefault(bar.symbol, []).append(bar)
-                self._history[interval_s] = cached
+        cached = self._history.get(interval_s)
+        if cached is not None:
+            return cached
+        # One simulation per bar length, shared by every request that waits for it; a client
+        # that gives up (its request cancelled) does not cancel it for the others.
+        task = self._simulations.get(interval_s)
+        if task is None:
+            task = self._simulations[interval_s] = asyncio.ensure_future(self._simulate(interval_s, end_ns))
+        return await asyncio.shield(task)
+
+    async def _simulate(self, interval_s: int, end_ns: int) -> dict[str, list[Bar]]:
+        assert self.synthetic is not None
+        bars = await asyncio.to_thread(self.synthetic.history, self.history_bars, interval_s, end_ns)
+        cached: dict[str, list[Bar]] = {}
+        for bar in bars:
+            cached.setdefault(bar.symbol, []).append(bar)
+        self._history[interval_s] = cached
         return cached
 
     def record(self, event: MarketEvent, stamp: int) -> None:

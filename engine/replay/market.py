@@ -176,9 +176,11 @@ class SyntheticFeed:
         )
         first_prices = self._first.trades.groupby("symbol", sort=False)["price"].first()
         last_close = agg.groupby(level="symbol")["close"].last()
+        first = first_prices.reindex(last_close.index).fillna(last_close)
+        scales = {str(k): float(v) for k, v in (first / last_close).items()}
         out: list[Bar] = []
         for (symbol, start), row in zip(agg.index, agg.itertuples(index=False), strict=True):
-            scale = float(first_prices.get(symbol, last_close[symbol])) / float(last_close[symbol])
+            scale = scales[str(symbol)]
             vwap = min(max(row.pv / row.volume * scale, row.low * scale), row.high * scale)
             out.append(
                 Bar(
