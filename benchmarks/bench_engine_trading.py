@@ -78,6 +78,8 @@ def main() -> int:
     ):
         summary, samples = asyncio.run(_run(home, url, redis_url, replay_url))
     print("\n".join(summary.lines()))
+    for venue, feed in summary.feeds.items():
+        print(f"  feed {venue}: " + ", ".join(f"{k} {v}" for k, v in feed.items() if isinstance(v, int | float)))
     first = next(i for i, s in enumerate(samples) if s[0] >= samples[0][0] + SETTLE_S)
     (t0, d0, b0), (t1, d1, b1) = samples[first], samples[-1]
     window_s = t1 - t0

@@ -5,9 +5,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from serving import launcher
 
@@ -22,7 +24,8 @@ def replay_exchange(symbols: int, trades_per_s: float, *, history_bars: int = 10
     port = launcher.free_port()
     argv = [sys.executable, "-m", "engine", "replay", "--symbols", str(symbols), "--trades-per-s", str(trades_per_s),
             "--no-books", "--port", str(port), "--history-bars", str(history_bars)]  # fmt: skip
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tempfile.NamedTemporaryFile(prefix="rrr-replay-", suffix=".log")  # noqa: SIM115  # closed below
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -32,7 +35,7 @@ def replay_exchange(symbols: int, trades_per_s: float, *, history_bars: int = 10
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    out = process.stdout.read() if process.stdout else ""
+                    out = Path(log.name).read_text(errors="replace")
                     raise RuntimeError(f"the replay exchange did not start: {out[-2000:]}") from None
                 time.sleep(0.2)
         yield url
@@ -42,3 +45,7 @@ def replay_exchange(symbols: int, trades_per_s: float, *, history_bars: int = 10
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        said = [line for line in Path(log.name).read_text(errors="replace").splitlines() if "WARNING" in line]
+        if said:
+            print(f"replay exchange: {len(said)} warnings, the last: {said[-1]}")
+        log.close()

@@ -216,7 +216,7 @@ class DataPlane:
                 self._unwritten.append(steps)
                 if len(self._unwritten) >= keep:
                     self._unwritten.popleft()
-        if by_start and self._first_full is None:
+        if by_start and (self._first_full is None or (not self.stats.trades and max(by_start) >= self._first_full)):
             self._first_full = self._closed_until = max(by_start) + self.interval_ns
         if self.online is not None:
             await self._write_online()

@@ -60,6 +60,7 @@ __all__ = [
     "WallClock",
     "check_services",
     "warm_start",
+    "warm_up_plane",
 ]
 
 log = logging.getLogger("engine.session")
@@ -389,9 +390,11 @@ async def warm_start(
         began = time.monotonic()
         # A local replay's market is new at every start: its history replaces what an earlier
         # replay stored under the same symbol names.
+        # A venue is asked at its polite default pace; a local replay as fast as it answers.
         options = BackfillOptions(
             venue, tuple(source.symbols), start, now_interval, interval.seconds, rest_url=url,
             api_key=source.api_key or "", refetch=source.replayed,
+            max_requests_per_s=1000.0 if source.replayed else BackfillOptions.max_requests_per_s,
         )  # fmt: skip
         summary = await backfill(options, pool)
         log.info(
@@ -402,6 +405,30 @@ async def warm_start(
         log.info("warm start: %s has no %s history over REST; using the stored bars", source.options.venues[0],
                     interval)  # fmt: skip
     return await stored_bars(pool, source.symbols, interval, now_interval, bars)
+
+
+async def warm_up_plane(pool: asyncpg.Pool, source: VenueFeeds, plane: DataPlane, bars: int) -> list[Bar]:
+    """:func:`warm_start` and :meth:`DataPlane.warm_up` with its bars; then, as long as that
+    took more than two bars (1,000 symbols of 800 bars take a while), the bars that closed
+    meanwhile are fetched and stepped too, so that live trading starts from the last closed
+    bar rather than from a stretch of empty ones. Returns every bar stepped."""
+    interval = plane.interval
+    history = await warm_start(pool, source, interval, bars)
+    await plane.warm_up(history, record=False)
+    for _ in range(3):
+        if not history:
+            break
+        last = history[-1].start_ns
+        behind = (interval.start_of(time.time_ns()) - last) // interval.ns - 1
+        if behind <= 2:
+            break
+        more = [b for b in await warm_start(pool, source, interval, int(behind) + 1) if b.start_ns > last]
+        if not more:
+            break
+        log.info("warm start: %d more intervals closed while warming up; stepped too", behind)
+        await plane.warm_up(more, record=False)
+        history.extend(more)
+    return history
 
 
 async def stored_bars(

@@ -41,7 +41,7 @@ from engine.errors import ConfigError
 from engine.feeds.book import OrderBook
 from engine.feeds.records import Quote
 from engine.recorder import Recorder
-from engine.session import RecordOptions, Session, VenueFeeds, WallClock, check_services, warm_start
+from engine.session import RecordOptions, Session, VenueFeeds, WallClock, check_services, warm_up_plane
 from engine.summary import summarize
 from engine.trade import TradingOptions, open_account, paper_core, start_trader
 from engine.trading.breaker import CircuitBreaker
@@ -156,8 +156,7 @@ async def run_ingest(
     pool = await open_pool(database_url, min_size=1, max_size=2) if database_url else None
     try:
         last = await events.announced(shard)
-        history = await warm_start(pool, source, options.interval, warmup_bars) if pool is not None else []
-        await plane.warm_up(history, record=False)
+        history = await warm_up_plane(pool, source, plane, warmup_bars) if pool is not None else []
         by_start: dict[int, list[Bar]] = {}
         for bar in history:
             by_start.setdefault(bar.start_ns, []).append(bar)

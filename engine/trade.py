@@ -28,7 +28,7 @@ from engine.config import EngineConfig
 from engine.dataplane import DataPlane
 from engine.errors import ConfigError, EngineError
 from engine.recorder import Recorder
-from engine.session import RecordOptions, Session, VenueFeeds, WallClock, check_services, warm_start
+from engine.session import RecordOptions, Session, VenueFeeds, WallClock, check_services, warm_up_plane
 from engine.summary import TradeSummary, summarize
 from engine.trading.breaker import CircuitBreaker
 from engine.trading.core import TradingCore
@@ -259,10 +259,9 @@ async def run_trading(
             book_depth=record.book_depth,
         )
         trader.attach(plane)
-        history = await warm_start(pool, source, config.interval, options.warmup_bars)
+        history = await warm_up_plane(pool, source, plane, options.warmup_bars)
         if options.warmup_bars:
-            warmed = await plane.warm_up(history, record=False)
-            log.info("features warmed up with %d bars over %d intervals", len(history), warmed)
+            log.info("features warmed up with %d bars", len(history))
             decided = await plane.decide_warm_up()
             if decided is not None:
                 log.info("first decision made at start, on the bar of %d (the last one warmed up)", decided)

@@ -6,11 +6,30 @@ happens inside the functions that need it.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import dagster as dg
 
 from orchestration import automation
 from orchestration.assets import engine_data, features, market_data, models, reports, strategy, training_sets
 from orchestration.resources import resources_from_env
+
+
+def _executor() -> Any:
+    """One process runs the steps in order by default: on a 2-core machine a process per step
+    costs more (each imports torch again) than it gains. ``RRR_DAGSTER_EXECUTOR=celery`` runs
+    each step as a Celery task on the workers instead (``deploy/celery``: the executor's
+    settings, Valkey as broker and backend, and a PostgreSQL instance every worker shares)."""
+    choice = os.environ.get("RRR_DAGSTER_EXECUTOR", "in_process")
+    if choice == "celery":
+        from dagster_celery import celery_executor
+
+        return celery_executor
+    if choice != "in_process":
+        raise ValueError(f"RRR_DAGSTER_EXECUTOR must be in_process or celery, got {choice!r}")
+    return dg.in_process_executor
+
 
 defs = dg.Definitions(
     assets=[
@@ -28,7 +47,5 @@ defs = dg.Definitions(
     schedules=[automation.feature_schedule, automation.daily_retrain],
     sensors=[automation.new_market_data, automation.model_quality, automation.run_failure_alert],
     resources=resources_from_env(),
-    # One process runs the steps in order: on a 2-core machine a process per step costs more
-    # (each would import torch again) than it gains. Scale out with dagster-k8s or Celery.
-    executor=dg.in_process_executor,
+    executor=_executor(),
 )

@@ -307,6 +307,7 @@ class TradingCore:
         portfolio, risk, params = self.portfolio, self.risk, self.params
         symbols = forecasts.symbols
         equity = portfolio.equity()
+        totals = (portfolio.gross_notional(), equity)  # the portfolio does not change while deciding
         var_scale = 1.0
         if risk.var99 is not None and risk.var99 > 0 and equity > 0:
             var_scale = min(1.0, params.var_budget * float(equity) / float(risk.var99))
@@ -360,7 +361,8 @@ class TradingCore:
                     if params.order_type == "limit":
                         order.order_type, order.limit_price = "limit", mark
                     last = self.last_trade.get(symbol)
-                    denial = risk.check(order, mark, portfolio, (price_of(last[0]), last[1]) if last else None, now_ns)
+                    denial = risk.check(order, mark, portfolio, (price_of(last[0]), last[1]) if last else None, now_ns,
+                                        totals=totals)  # fmt: skip
                     if denial is not None:
                         self.event(denial)
                         action, reason = "denied", f"{denial.kind}: {denial.reason}"

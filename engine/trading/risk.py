@@ -105,8 +105,13 @@ class PreTradeRisk:
         portfolio: Portfolio,
         last_trade: tuple[Decimal, int] | None,
         now_ns: int,
+        *,
+        totals: tuple[Decimal, Decimal] | None = None,
     ) -> RiskEvent | None:
-        """Check ``order`` (priced at ``reference``) before it is stored and sent."""
+        """Check ``order`` (priced at ``reference``) before it is stored and sent.
+
+        ``totals``: the portfolio's gross notional and equity when the caller checks many orders
+        against one unchanged portfolio (computed here otherwise: each sums every position)."""
         position = portfolio.quantity(order.symbol)
         if reduces(position, order):
             return None
@@ -151,15 +156,14 @@ class PreTradeRisk:
                 "max_position",
                 f"position notional would be {after_notional:.2f} (limit {limits.max_position_notional} per symbol)",
             )
-        gross = portfolio.gross_notional() - portfolio.notional(order.symbol) + after_notional
+        gross_now, equity = totals if totals is not None else (portfolio.gross_notional(), portfolio.equity())
+        gross = gross_now - portfolio.notional(order.symbol) + after_notional
         if gross > limits.max_gross_notional:
             return deny("max_gross", f"gross notional would be {gross:.2f} (limit {limits.max_gross_notional})")
-        if self.var99 is not None:
-            equity = portfolio.equity()
-            if equity <= 0 or self.var99 / equity > limits.max_var_fraction:
-                return deny(
-                    "var_limit",
-                    f"portfolio VaR(99%) {self.var99:.2f} is above {limits.max_var_fraction:.2%} "
-                    f"of equity {equity:.2f}",
-                )
+        if self.var99 is not None and (equity <= 0 or self.var99 / equity > limits.max_var_fraction):
+            return deny(
+                "var_limit",
+                f"portfolio VaR(99%) {self.var99:.2f} is above {limits.max_var_fraction:.2%} "
+                f"of equity {equity:.2f}",
+            )
         return None
