@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import re
@@ -265,6 +266,9 @@ async def run_trading(
             decided = await plane.decide_warm_up()
             if decided is not None:
                 log.info("first decision made at start, on the bar of %d (the last one warmed up)", decided)
+        # What the warm-up built lives as long as the run: out of the collector's way (full
+        # collections over it were the engine's longest pauses).
+        gc.freeze()
         session = Session(
             source, WallClock(), plane, trader=trader, recorder=recorder, metrics_port=record.metrics_port
         )

@@ -272,10 +272,16 @@ class FeedClient:
         outbox = self._outbox
         first = True
         stopping = self._stopping
+        read = 0
         while not stopping.is_set():  # stopped: the messages still buffered are not read
             payload = await ws.recv(decode=False)
             self._last_monotonic = time.monotonic()
             handle(payload)
+            read += 1
+            if not read % 32:
+                # recv() returns buffered messages without yielding: let a bar that a message
+                # just closed be decided now rather than after the whole backlog.
+                await asyncio.sleep(0)
             if outbox:
                 for message in outbox:
                     await ws.send(message)
