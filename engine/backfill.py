@@ -85,6 +85,7 @@ class BackfillOptions:
     timeout_s: float = 15.0
     api_key: str = field(default="", repr=False)  # Polygon: default POLYGON_API_KEY
     refetch: bool = False  # fetch the whole range again, replacing what is stored in it
+    concurrency: int = 1  # symbols fetched at once (the pace above holds for them together)
 
     def __post_init__(self) -> None:
         if self.venue not in VENUES:
@@ -384,8 +385,15 @@ async def backfill(
         total += sum((b - a) // interval_ns for a, b in plan[symbol])
     done = 0
     timeout = aiohttp.ClientTimeout(total=options.timeout_s)
+    in_flight = asyncio.Semaphore(options.concurrency)
     async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": "rrr-engine-backfill"}) as http:
-        for symbol, runs in plan.items():
+
+        async def fetch(symbol: str, runs: list[tuple[int, int]]) -> None:
+            async with in_flight:
+                await fetch_symbol(symbol, runs)
+
+        async def fetch_symbol(symbol: str, runs: list[tuple[int, int]]) -> None:
+            nonlocal done
             summary.per_symbol[symbol] = 0
             for run_start, run_end in runs:
                 cursor = run_start
@@ -405,6 +413,8 @@ async def backfill(
                     if progress is not None:
                         progress(symbol, done, total)
                     cursor = page_end
+
+        await asyncio.gather(*(fetch(symbol, runs) for symbol, runs in plan.items()))
     summary.seconds = time.monotonic() - began
     return summary
 

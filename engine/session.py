@@ -395,6 +395,7 @@ async def warm_start(
             venue, tuple(source.symbols), start, now_interval, interval.seconds, rest_url=url,
             api_key=source.api_key or "", refetch=source.replayed,
             max_requests_per_s=1000.0 if source.replayed else BackfillOptions.max_requests_per_s,
+            concurrency=8 if source.replayed else 1,
         )  # fmt: skip
         summary = await backfill(options, pool)
         log.info(

@@ -192,6 +192,7 @@ class StreamStats:
     bars_decided: int = 0
     duplicates: int = 0  # events of bars decided before (delivered again): acknowledged only
     partial_bars: int = 0  # decided without every shard's bars (the trader joined mid-bar)
+    partial: list[int] = field(default_factory=list)  # those bars (the last 1,000)
     events: int = 0
     decided: list[int] = field(default_factory=list)  # the bars decided, in order (the last 10,000)
 
@@ -278,7 +279,9 @@ async def run_stream_trader(
                     return  # wait for the other shards
                 # A later bar complete before this one: the rest of this one never comes (the
                 # trader joined mid-bar): decided with the shards it has.
-                stats.partial_bars += not complete
+                if not complete:
+                    stats.partial_bars += 1
+                    stats.partial = [*stats.partial[-999:], start]
                 got = pending.pop(start)
                 ids = [entry[0] for entry in got.values()]
                 if clock.decided_until is not None and start <= clock.decided_until:

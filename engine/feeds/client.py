@@ -344,7 +344,8 @@ class FeedClient:
         elif kind is Status:
             self._on_status(record)
         elif kind is Subscribed:
-            log.info("%s: subscribed %s", self.venue, record.channels)
+            shown = {k: v if len(v) <= 5 else f"{len(v)} symbols" for k, v in record.channels.items()}
+            log.info("%s: subscribed %s", self.venue, shown)
         elif kind is VenueError:
             stats.venue_errors += 1
             stats.last_error = record.message

@@ -163,7 +163,6 @@ class PreTradeRisk:
         if self.var99 is not None and (equity <= 0 or self.var99 / equity > limits.max_var_fraction):
             return deny(
                 "var_limit",
-                f"portfolio VaR(99%) {self.var99:.2f} is above {limits.max_var_fraction:.2%} "
-                f"of equity {equity:.2f}",
+                f"portfolio VaR(99%) {self.var99:.2f} is above {limits.max_var_fraction:.2%} of equity {equity:.2f}",
             )
         return None

@@ -46,8 +46,9 @@ def test_shards_share_the_symbols_stably() -> None:
 
 def _ingest(shard: str, replay_url: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "engine", "ingest", "--shard", shard, "--replay-url", replay_url, "--bar-seconds",
-            "1", "--warmup-bars", "40", "--no-books", "--metrics-port", "-1", "--quiet"]  # fmt: skip
-    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+            "1", "--warmup-bars", "60", "--no-books", "--metrics-port", "-1"]  # fmt: skip
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
 def test_two_shards_and_a_trader_decide_every_bar_once_across_a_shard_restart(
@@ -76,23 +77,43 @@ def test_two_shards_and_a_trader_decide_every_bar_once_across_a_shard_restart(
             run_stream_trader(record, options, 2, database_url=fresh_database_url, redis_url=redis_url, stop=stop)
         )
         await asyncio.sleep(3)  # the trader's group exists before the shards announce
+        client = redis.Redis.from_url(redis_url)
+        events = BarEvents(client, BarInterval(1))  # type: ignore[arg-type]
+
+        async def announced(shard: str, after: int = 0, within_s: float = 150.0) -> int:
+            """The last interval ``shard`` announced, once it is past ``after`` (its warm-up done)."""
+            deadline = time.monotonic() + within_s
+            while time.monotonic() < deadline:
+                value = client.get(events.announced_key(Shard.parse(shard)))
+                if value is not None and int(value) > after:
+                    return int(value)
+                await asyncio.sleep(0.5)
+            raise AssertionError(f"shard {shard} announced nothing past {after}: {logs_text()}")
+
         for i in range(2):
             shards[i] = _ingest(f"{i}/2", replay_url, env, logs[i])
-        await asyncio.sleep(25)
+        await announced("0/2")
+        await announced("1/2")
+        await asyncio.sleep(8)  # both live
         shards[1].send_signal(signal.SIGKILL)
         shards[1].wait()
-        killed_at = time.time_ns()
-        await asyncio.sleep(6)
+        killed = await announced("1/2")
+        await asyncio.sleep(5)
         shards[1] = _ingest("1/2", replay_url, env, logs[1])
-        await asyncio.sleep(25)
+        await announced("1/2", after=killed + 10 * NS_PER_S)  # caught up and live again
+        await asyncio.sleep(5)
         for process in shards.values():
             process.send_signal(signal.SIGINT)
         for process in shards.values():
             await asyncio.to_thread(process.wait, 30)
         await asyncio.sleep(3)
         stop.set()
+        client.close()
         result, stats = await trader
-        return result, stats, {"killed_at": killed_at}
+        return result, stats, {"killed": killed}
+
+    def logs_text() -> dict[int, str]:
+        return {i: log.read_text(errors="replace")[-3000:] for i, log in logs.items()}
 
     try:
         for _ in range(100):
@@ -111,7 +132,10 @@ def test_two_shards_and_a_trader_decide_every_bar_once_across_a_shard_restart(
     assert len(set(decided)) == len(decided), "a bar was decided twice"
     steps = {b - a for a, b in itertools.pairwise(decided)}
     assert steps == {NS_PER_S}, f"bars lost or out of order: steps {sorted(steps)[:5]} ({shown})"
-    assert decided[0] < marks["killed_at"] < decided[-1]
+    assert decided[0] < marks["killed"] < decided[-1]
+    # The bars shard 1 missed while away were announced when it came back: every bar after the
+    # kill was decided with both shards' bars, none with half of them.
+    assert not [b for b in stats.partial if b > marks["killed"]], (stats.partial, marks)  # type: ignore[attr-defined]
     assert "announced" in shown[1] and '"caught_up"' in shown[1]
     # The restarted shard announced what it missed (more than the one warm-up bar of a first start).
     restarted = [line for line in logs[1].read_text().splitlines() if line.startswith("{")]
