@@ -14,6 +14,13 @@ In one run, on the same Redis/Valkey server (the embedded one, or ``REDIS_URL``)
   :func:`feature_store.allocator.keep_freed_memory_for_reuse`, as serving and the engine
   do at start (every other figure is measured after it).
 
+* ``online_write_round_trips``: requests sent to the server per ``write_latest_many`` of
+  two feature sets (counted at redis-py's connection, beside the one round trip the write is
+  built for), with the server's own count of ``SCRIPT EXISTS`` calls in the same writes
+  (``online_write_script_exists_calls``; 0: the scripts are called by hash directly).
+* ``online_read_cached_1000_p99_ms``: the model service's read, through the window cache
+  (only the bars written since its last read cross the network), beside the whole read.
+
 Targets on a 2-core machine: write at most 2 ms p99, read at most 5 ms p99.
 """
 
@@ -77,6 +84,20 @@ def main() -> None:
         client.mset({key: rng.bytes(value_bytes) for key in raw_values})
         raw_keys = list(raw_values)
         mget = percentiles(lambda i: client.mget(raw_keys))
+        cached_store = RedisOnlineStore.from_url(url, layout, window_cache=True)
+
+        def write_and_read_cached(i: int) -> None:
+            store.write_latest(PRICE, T0 + (i + 1000) * minute, symbols, vectors[i % 64])
+            started = time.perf_counter()
+            cached_store.read_windows(PRICE, symbols, WINDOW)
+            cached_times.append((time.perf_counter() - started) * 1e3)
+
+        cached_times: list[float] = []
+        for i in range(ROUNDS + 20):
+            write_and_read_cached(i)
+        cached = float(np.percentile(cached_times[20:], 50)), float(np.percentile(cached_times[20:], 99))
+        cached_store.close()
+        trips, script_exists = _round_trips(store, symbols, vectors, minute, client)
     finally:
         keys = [layout.key(PRICE, s) for s in symbols] + list(raw_values) + [layout.version_key(PRICE)]
         client.delete(*keys)
@@ -93,8 +114,43 @@ def main() -> None:
             Figure("online_read_1000_p99_vs_raw_ms", read[1], "ms", f"raw MGET 1,000 x {value_bytes} B, p99", mget[1]),
             Figure("online_read_1000_p99_default_malloc_ms", untuned[1], "ms", "read target", READ_TARGET_MS),
             Figure("online_read_latest_1000_p99_ms", latest[1], "ms", "read target", READ_TARGET_MS),
+            Figure("online_read_cached_1000_p99_ms", cached[1], "ms", "whole read p99, same run", read[1]),
+            Figure("online_read_cached_1000_p50_ms", cached[0], "ms", "whole read p50, same run", read[0]),
+            Figure("online_write_round_trips", trips, "requests/write", "target: one round trip", 1.0),
+            Figure("online_write_script_exists_calls", script_exists, "calls", "target: none", 0.0),
         ],
     )
+
+
+def _round_trips(
+    store: RedisOnlineStore, symbols: list[str], vectors: np.ndarray, minute: int, client: redis.Redis
+) -> tuple[float, float]:
+    """Requests sent per two-set write (counted at redis-py's connection) and the server's count
+    of SCRIPT EXISTS calls over the same writes."""
+    from feature_store.features import RISK
+
+    sent = 0
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: object, command: object, check_health: bool = True) -> None:
+        nonlocal sent
+        sent += 1
+        original(self, command, check_health)  # type: ignore[arg-type]
+
+    def exists_calls() -> float:
+        stats = client.info("commandstats")
+        return float(stats.get("cmdstat_script|exists", {}).get("calls", 0))
+
+    risk = np.random.default_rng(1).normal(size=(len(symbols), len(RISK)))
+    before = exists_calls()
+    redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        for i in range(50):
+            ts = T0 + (i + 5000) * minute
+            store.write_latest_many([(PRICE, ts, symbols, vectors[i % 64]), (RISK, ts, symbols, risk)])
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+    return sent / 50, exists_calls() - before
 
 
 if __name__ == "__main__":

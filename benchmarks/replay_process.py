@@ -15,15 +15,18 @@ from serving import launcher
 
 
 @contextmanager
-def replay_exchange(symbols: int, trades_per_s: float, *, history_bars: int = 1000) -> Iterator[str]:
-    """Start the synthetic market of ``symbols`` instruments (trades only) and yield its URL.
+def replay_exchange(
+    symbols: int, trades_per_s: float, *, history_bars: int = 1000, speed: float = 1.0
+) -> Iterator[str]:
+    """Start the synthetic market of ``symbols`` instruments (trades only) and yield its URL
+    (``speed`` 0: as fast as its slowest client reads).
 
     Raises:
         RuntimeError: it did not answer within 60 s (its output is in the message).
     """
     port = launcher.free_port()
     argv = [sys.executable, "-m", "engine", "replay", "--symbols", str(symbols), "--trades-per-s", str(trades_per_s),
-            "--no-books", "--port", str(port), "--history-bars", str(history_bars)]  # fmt: skip
+            "--no-books", "--port", str(port), "--history-bars", str(history_bars), "--speed", str(speed)]  # fmt: skip
     log = tempfile.NamedTemporaryFile(prefix="rrr-replay-", suffix=".log")  # noqa: SIM115  # closed below
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -171,9 +171,11 @@ async def run_ingest(
         session = Session(source, WallClock(), plane, recorder=recorder, metrics_port=options.metrics_port)
         if stop is not None:
             session.stop_event = stop
+        live = time.monotonic()
         await session.run(duration_s=options.duration_s)
-        return {"shard": str(shard), "symbols": len(source.symbols), "bars": plane.stats.bars,
-                "announced": announced["live"], "caught_up": announced["caught_up"]}  # fmt: skip
+        return {"shard": str(shard), "symbols": len(source.symbols), "seconds": round(time.monotonic() - live, 3),
+                "trades": plane.stats.trades, "bars": plane.stats.bars, "announced": announced["live"],
+                "caught_up": announced["caught_up"]}  # fmt: skip
     finally:
         await source.close()
         online.close()

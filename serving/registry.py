@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from serving.announce import announce
 from serving.config import ServingSettings
 from serving.errors import ModelNotFoundError, PromotionError, RegistryError
 
@@ -273,7 +274,9 @@ def promote(tag: str, *, champion_score: float | None = None, tolerance: float =
                 )
             _set_stage(champion.tag, "archived")
         _set_stage(record.tag, "production", promoted_at=f"{time.time():.6f}")
-        return get(record.tag)
+        promoted = get(record.tag)
+    announce(promoted.tag)  # running model services swap at once (their poll is the fallback)
+    return promoted
 
 
 def rollback(name: str) -> ModelRecord:
@@ -287,7 +290,9 @@ def rollback(name: str) -> ModelRecord:
         target = max(previous, key=lambda r: _promoted_at(r) or 0.0)
         _set_stage(current.tag, "archived", rolled_back="true", promoted_at="0")
         _set_stage(target.tag, "production", promoted_at=f"{time.time():.6f}")
-        return get(target.tag)
+        restored = get(target.tag)
+    announce(restored.tag)
+    return restored
 
 
 def _promoted_at(record: ModelRecord) -> float | None:

@@ -178,6 +178,11 @@ class ModelService:
         self.slots = _SLOTS
         self.slots.refresh()
         self.slots.watch(SETTINGS.poll_s)
+        # A promotion announced on Redis is swapped in at once; the poll above is the fallback.
+        from serving.announce import PromotionListener, platform_redis_url
+
+        url = platform_redis_url()
+        self.promotions = PromotionListener(url, lambda _tag: self.slots.refresh()).start() if url else None
         self.online_store: Any = None
         self.online_lock = threading.Lock()
         self.namespaced: dict[str, Any] = {}
@@ -189,6 +194,8 @@ class ModelService:
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self.slots.stop()
+        if self.promotions is not None:
+            self.promotions.stop()
         if self.online_store is not None:
             self.online_store.close()
 

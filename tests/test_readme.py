@@ -59,6 +59,8 @@ NOT_RUN = {
     "--venue polygon": "the internet and a key",
     "engine backfill": "the internet",
     "engine replay": "a server that runs until Ctrl-C",
+    "dagster-celery worker start": "workers that run until stopped (tests/orchestration/test_celery.py starts two)",
+    "mkdir -p $DAGSTER_HOME": "a Celery deployment's instance folder (tests/orchestration/test_celery.py)",
     "engine ingest": "services that run until Ctrl-C (tests/engine/test_streams.py runs two shards and a trader)",
     "engine trade": "services that run until Ctrl-C (tests/engine/test_streams.py runs two shards and a trader)",
     "registry promote": "a version of the reader's own",

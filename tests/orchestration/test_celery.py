@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "celery"
 
 
+@pytest.mark.timeout(1800)
 def test_whole_loop_runs_on_two_celery_workers(tmp_path: Path, service_urls: ServiceUrls, scratch_redis) -> None:
     broker = scratch_redis(9)
     with pipeline_env(tmp_path / "rrr", service_urls, redis_url=scratch_redis(10)) as env:
@@ -32,6 +34,8 @@ def test_whole_loop_runs_on_two_celery_workers(tmp_path: Path, service_urls: Ser
             RRR_DAGSTER_EXECUTOR="celery",
             RRR_CELERY_BROKER=broker,
             RRR_CELERY_BACKEND=broker,
+            # dagster-celery starts `celery` from PATH, as in an activated virtual environment.
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         )
         celery = str(Path(sys.executable).with_name("dagster-celery"))
         logs = [tmp_path / f"worker{i}.log" for i in (1, 2)]
@@ -60,6 +64,11 @@ def test_whole_loop_runs_on_two_celery_workers(tmp_path: Path, service_urls: Ser
             for i, log in zip((1, 2), logs, strict=True)
         ]
         try:
+            deadline = time.monotonic() + 120
+            while not all("ready." in log.read_text(errors="replace") for log in logs):
+                assert all(w.poll() is None for w in workers), [log.read_text()[-2000:] for log in logs]
+                assert time.monotonic() < deadline, [log.read_text()[-2000:] for log in logs]
+                time.sleep(0.5)
             ran = dagster(env, "job", "execute", "-m", "orchestration.definitions", "-j", "whole_loop",
                           "-c", str(DEPLOY / "celery.yaml"), timeout=1500)  # fmt: skip
         finally:

@@ -496,3 +496,41 @@ def test_the_openapi_document_names_the_version_and_every_answer(stack) -> None:
     for path in ("/forecast", "/forecast_windows", "/sentiment", "/risk", "/portfolio_risk", "/versions"):
         answers = spec["paths"][path]["post"]["responses"]
         assert {"200", "400", "409", "415", "422", "503"} <= set(answers), (path, sorted(answers))
+
+
+def test_a_promotion_announced_on_redis_is_served_at_once_without_the_poll(stack) -> None:
+    """A service whose store poll is off (one hour) swaps at the promotion's announcement."""
+    env = {**stack["env"], "RRR_SERVING_POLL_S": "3600"}
+    home = Path(env["RRR_HOME"])
+    old, new = stack["tags"]["price"], stack["tags"]["price_next"]
+    service = launcher.start(port=launcher.free_port(), env=env, log_path=home / "serving-announced.log")
+    try:
+        assert call({"url": service.url}, "versions")["models"]["price"]["tag"] == old
+        for action, argument, expected in (("promote", new, new), ("rollback", "price", old)):
+            began = time.monotonic()
+            _registry_cli(stack, action, argument)
+            while call({"url": service.url}, "versions")["models"]["price"]["tag"] != expected:
+                assert time.monotonic() - began < 20, f"{action} not served: the announcement was not heard"
+                time.sleep(0.1)
+    finally:
+        service.stop()
+
+
+def test_promotion_listener_hears_announcements_and_rides_out_a_dead_redis(stack) -> None:
+    from serving.announce import PromotionListener, announce
+
+    heard: list[str] = []
+    listener = PromotionListener(stack["env"]["REDIS_URL"], heard.append).start()
+    dead = PromotionListener("redis://127.0.0.1:1/0", heard.append, retry_s=0.1).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not heard and time.monotonic() < deadline:
+            announce("price:abc", stack["env"]["REDIS_URL"])
+            time.sleep(0.2)
+        assert heard and heard[0] == "price:abc"
+        assert announce("price:abc", "redis://127.0.0.1:1/0") == 0  # logged, not raised
+        time.sleep(0.5)
+        assert dead._thread.is_alive()  # still retrying, never crashed
+    finally:
+        listener.stop()
+        dead.stop()
