@@ -36,7 +36,7 @@ import orjson
 import redis.asyncio as aredis
 
 from engine.config import BarInterval, EngineConfig
-from engine.dataplane import DataPlane
+from engine.dataplane import DataPlane, DataPlaneStats
 from engine.errors import ConfigError
 from engine.feeds.book import OrderBook
 from engine.feeds.records import Quote
@@ -196,6 +196,7 @@ class StreamStats:
     partial_bars: int = 0  # decided without every shard's bars (the trader joined mid-bar)
     partial: list[int] = field(default_factory=list)  # those bars (the last 1,000)
     events: int = 0
+    trades: int = 0  # venue trades received for the paper fills
     decided: list[int] = field(default_factory=list)  # the bars decided, in order (the last 10,000)
 
 
@@ -211,6 +212,7 @@ class _StreamClock:
         self.closing_ns: int | None = None
         self.decided_until: int | None = None  # start of the last bar decided
         self.on_close: Any = None
+        self.stats = DataPlaneStats()  # no bars computed here: stays empty (summaries read it)
 
     def next_close_ns(self) -> int | None:
         if self.closing_ns is not None:
@@ -331,6 +333,7 @@ async def run_stream_trader(
             tasks.create_task(consume())
             tasks.create_task(until_stopped())
         await trader.flush()
+        stats.trades = sum(feed.stats.trades for feed in source.feeds)
         return trader, stats
     finally:
         await source.close()
@@ -352,9 +355,10 @@ async def main(args: Any, record: RecordOptions, trading: TradingOptions | None,
                                 redis_url=urls.redis_url, warmup_bars=args.warmup_bars)  # fmt: skip
         print(orjson.dumps(done).decode())
         return 0
+    began = time.monotonic()
     trader, stats = await run_stream_trader(record, trading, args.shards, database_url=urls.database_url,
                                             redis_url=urls.redis_url, consumer=args.consumer)  # fmt: skip
-    print("\n".join(summarize(trader, 0.0, 0, []).lines()))
+    print("\n".join(summarize(trader, time.monotonic() - began, stats.trades).lines()))
     print(f"  stream: {stats.events} events, {stats.bars_decided} bars decided, {stats.duplicates} delivered again "
           f"(not decided twice), {stats.partial_bars} decided without every shard")  # fmt: skip
     return 0

@@ -23,6 +23,7 @@ import redis
 from engine.config import BarInterval
 from engine.record import RecordOptions
 from engine.streams import BarEvents, Shard, run_stream_trader
+from engine.summary import summarize
 from engine.trade import TradingOptions
 from feature_store.records import NS_PER_S
 from serving import launcher
@@ -141,6 +142,9 @@ def test_two_shards_and_a_trader_decide_every_bar_once_across_a_shard_restart(
     restarted = [line for line in logs[1].read_text().splitlines() if line.startswith("{")]
     assert restarted and int(restarted[-1].split('"caught_up":')[1].split(",")[0].rstrip("}")) > 3, restarted
     assert trader.core.stats.bars_decided >= len(decided)  # type: ignore[attr-defined]
+    # What `engine trade` prints at its end.
+    summary = summarize(trader, 60.0, stats.trades)  # type: ignore[arg-type, attr-defined]
+    assert summary.bars == trader.core.stats.bars_decided and stats.trades > 0  # type: ignore[attr-defined]
 
     # At least once, idempotent: events of a bar already decided, delivered again, are
     # acknowledged without a second decision.
