@@ -38,8 +38,7 @@ import redis.asyncio as aredis
 from engine.config import BarInterval, EngineConfig
 from engine.dataplane import DataPlane, DataPlaneStats
 from engine.errors import ConfigError
-from engine.feeds.book import OrderBook
-from engine.feeds.records import Quote
+from engine.feeds.client import NullSink
 from engine.recorder import Recorder
 from engine.session import RecordOptions, Session, VenueFeeds, WallClock, check_services, warm_up_plane
 from engine.summary import summarize
@@ -50,7 +49,7 @@ from feature_store.config import FeatureStoreSettings
 from feature_store.database import open_pool
 from feature_store.features.catalog import FEATURE_SETS
 from feature_store.features.online import FeatureStep
-from feature_store.records import NS_PER_S, Bar, Trade
+from feature_store.records import NS_PER_S, Bar
 from feature_store.redis_store import RedisOnlineStore
 from serving.client import ModelClient
 
@@ -200,7 +199,7 @@ class StreamStats:
     decided: list[int] = field(default_factory=list)  # the bars decided, in order (the last 10,000)
 
 
-class _StreamClock:
+class _StreamClock(NullSink):
     """What :class:`Trader` asks of a data plane, for a trader that computes no bars: the
     universe, and the close time of the next bar to decide (trades at or past it wait for
     that decision, as in one process)."""
@@ -220,18 +219,6 @@ class _StreamClock:
         if self.decided_until is None:
             return None
         return self.decided_until + 2 * self.interval_ns + self.grace_ns
-
-    def on_trade(self, trade: Trade) -> None:
-        return None
-
-    def on_book(self, venue: str, book: OrderBook) -> None:
-        return None
-
-    def on_quote(self, quote: Quote) -> None:
-        return None
-
-    def on_time(self, venue: str, ts_ns: int) -> None:
-        return None
 
     def wake(self) -> None:
         return None

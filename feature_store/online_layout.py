@@ -398,12 +398,10 @@ class LayoutReads(ABC):
         max_age_s: float | None = None,
         now_ns: int | None = None,
     ) -> FeatureWindows:
-        """See :meth:`feature_store.stores.OnlineStore.read_windows`."""
-        self.layout.check_length(length)
-        version, blobs = self._fetch_checked(feature_set, symbols)
-        return self.layout.decode_windows(
-            feature_set, symbols, length, version, blobs, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
-        )
+        """See :meth:`feature_store.stores.OnlineStore.read_windows` (one set of
+        :meth:`read_windows_many`, so a backend that reads several sets its own way reads one so too)."""
+        many = self.read_windows_many
+        return many([feature_set], symbols, length, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns)[0]
 
     def read_windows_many(
         self,

@@ -220,24 +220,6 @@ class RedisOnlineStore(LayoutReads):
 
     # --- reads through the window cache ---------------------------------------------------
 
-    def read_windows(
-        self,
-        feature_set: FeatureSet,
-        symbols: Sequence[str],
-        length: int,
-        *,
-        as_of_ns: int | None = None,
-        max_age_s: float | None = None,
-        now_ns: int | None = None,
-    ) -> FeatureWindows:
-        """See :meth:`feature_store.stores.OnlineStore.read_windows`."""
-        if self.window_cache is None:
-            return super().read_windows(
-                feature_set, symbols, length, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns
-            )
-        many = self.read_windows_many
-        return many([feature_set], symbols, length, as_of_ns=as_of_ns, max_age_s=max_age_s, now_ns=now_ns)[0]
-
     def read_windows_many(
         self,
         feature_sets: Sequence[FeatureSet],
